@@ -1,0 +1,288 @@
+"""Table Storage for the sync: load remembered users, commit updates atomically, keep the run log.
+
+Writes follow three rules (docs/table-schema.md has the why):
+1. A user's new state row and its event rows go in one entity-group transaction, with an ETag
+   condition on the state row, so an overlapping writer is detected instead of overwritten.
+2. The night index is written after the timeline it copies; a run that dies in between leaves
+   ``IndexPending`` on its run row and the next run rebuilds the index from the timeline rows.
+3. Only one sync holds the lease at a time; the lease expires, so a crashed holder never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.adapters import table_schema as schema
+from shared.domain.deltas import UserUpdate
+from shared.domain.records import StoredUser
+from shared.domain.runs import RunStatus, SyncRun
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100  # Table Storage's limit of operations in one entity-group transaction
+_LOAD_PAGE = 1000  # Table Storage's largest query page
+
+
+_CONFLICT_CODES = ("EntityAlreadyExists", "UpdateConditionNotSatisfied")
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Another run changed a user this run was about to write; nothing of that batch was written."""
+
+
+class LeaseHeldError(RuntimeError):
+    """Another sync holds the lease."""
+
+
+@dataclass
+class TableCounters:
+    reads: int = 0  # entities read
+    writes: int = 0  # entities written
+    batches: int = 0  # transactions submitted
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    until: datetime
+    etag: str
+
+
+class StateStore:
+    """The sync's view of the tables. Build it with an open ``TableServiceClient``."""
+
+    def __init__(self, service: TableServiceClient) -> None:
+        self._service = service
+        self.users: TableClient = service.get_table_client(schema.USERS_TABLE)
+        self.changes: TableClient = service.get_table_client(schema.CHANGES_TABLE)
+        self.runs: TableClient = service.get_table_client(schema.RUNS_TABLE)
+        self.counters = TableCounters()
+
+    async def ensure_tables(self) -> None:
+        for name in schema.ALL_TABLES:
+            with contextlib.suppress(ResourceExistsError):
+                await self._service.create_table(name)
+
+    # --- the lease ---------------------------------------------------------------------------
+
+    async def acquire_lease(self, owner: str, now: datetime, seconds: float) -> Lease:
+        until = now + timedelta(seconds=seconds)
+        entity = {
+            "PartitionKey": schema.LEASE_PARTITION,
+            "RowKey": schema.SYNC_LEASE_ROW,
+            "Owner": owner,
+            "Until": until.isoformat(),
+        }
+        try:
+            meta = await self.runs.create_entity(entity)
+            return Lease(owner, until, meta["etag"])
+        except ResourceExistsError:
+            pass
+        current = await self.runs.get_entity(schema.LEASE_PARTITION, schema.SYNC_LEASE_ROW)
+        held_until = datetime.fromisoformat(str(current["Until"]))
+        if held_until > now and current.get("Owner") != owner:
+            raise LeaseHeldError(
+                f"another sync ({current.get('Owner')}) holds the lease until {held_until.isoformat()}"
+            )
+        return await self._replace_lease(entity, str(current.metadata["etag"]), owner, until)
+
+    async def renew_lease(self, lease: Lease, now: datetime, seconds: float) -> Lease:
+        until = now + timedelta(seconds=seconds)
+        entity = {
+            "PartitionKey": schema.LEASE_PARTITION,
+            "RowKey": schema.SYNC_LEASE_ROW,
+            "Owner": lease.owner,
+            "Until": until.isoformat(),
+        }
+        return await self._replace_lease(entity, lease.etag, lease.owner, until)
+
+    async def _replace_lease(self, entity: dict[str, Any], etag: str, owner: str, until: datetime) -> Lease:
+        try:
+            meta = await self.runs.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+            )
+        except (ResourceExistsError, ResourceNotFoundError) as exc:
+            raise LeaseHeldError(f"lost the race for the sync lease: {exc.message}") from exc
+        except Exception as exc:
+            if getattr(exc, "status_code", None) == 412:
+                raise LeaseHeldError("another sync took the lease meanwhile") from exc
+            raise
+        return Lease(owner, until, meta["etag"])
+
+    async def release_lease(self, lease: Lease) -> None:
+        try:
+            await self.runs.delete_entity(
+                schema.LEASE_PARTITION,
+                schema.SYNC_LEASE_ROW,
+                etag=lease.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except Exception as exc:  # someone took an expired lease over: theirs now, leave it
+            log.warning("sync lease was not released: %s", exc)
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    async def save_run(self, run: SyncRun, *, index_pending: bool) -> None:
+        await self.runs.upsert_entity(
+            schema.run_entity(run, index_pending=index_pending), mode=UpdateMode.REPLACE
+        )
+        self.counters.writes += 1
+
+    async def save_coverage(self, run: SyncRun) -> None:
+        await self.runs.upsert_entity(schema.coverage_entity(run), mode=UpdateMode.REPLACE)
+        self.counters.writes += 1
+
+    async def runs_with_pending_index(self, exclude_run_id: str) -> list[dict[str, Any]]:
+        query = self.runs.query_entities(
+            "PartitionKey eq @pk and IndexPending eq true",
+            parameters={"pk": schema.RUN_PARTITION},
+            select=["RowKey", "Night", "Status"],
+        )
+        return [dict(e) async for e in query if e["RowKey"] != exclude_run_id]
+
+    async def repair_night_index(self, run_row: dict[str, Any]) -> int:
+        """Copy a crashed run's timeline rows into the night index (idempotent upserts)."""
+        run_id = str(run_row["RowKey"])
+        rows: list[dict[str, Any]] = []
+        low, high = schema.prefix_range(schema.EVENT_PREFIX)
+        for shard in schema.SHARDS:
+            query = self.users.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and RunId eq @run",
+                parameters={"pk": shard, "low": low, "high": high, "run": run_id},
+            )
+            async for entity in query:
+                self.counters.reads += 1
+                rows.append(schema.night_entity(entity))
+        await self._upsert_partitioned(self.changes, rows)
+        status = schema.run_status_of(run_row)
+        patch = {
+            "PartitionKey": schema.RUN_PARTITION,
+            "RowKey": run_id,
+            "IndexPending": False,
+            "IndexRepairedRows": len(rows),
+        }
+        if status is RunStatus.RUNNING:
+            patch["Status"] = RunStatus.FAILED.value
+            patch["Error"] = "the run stopped without finishing (crash or timeout); its index was repaired"
+        await self.runs.update_entity(patch, mode=UpdateMode.MERGE)
+        self.counters.writes += 1
+        return len(rows)
+
+    # --- users ---------------------------------------------------------------------------------
+
+    async def load_users(self) -> dict[str, StoredUser]:
+        """Every remembered user (deleted ones too, so a restore is recognised), shards in parallel."""
+        results = await asyncio.gather(*(self._load_shard(s) for s in schema.SHARDS))
+        users: dict[str, StoredUser] = {}
+        for part in results:
+            users.update(part)
+        return users
+
+    async def _load_shard(self, shard: str) -> dict[str, StoredUser]:
+        low, high = schema.state_range()
+        query = self.users.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": shard, "low": low, "high": high},
+            results_per_page=_LOAD_PAGE,
+        )
+        users: dict[str, StoredUser] = {}
+        async for entity in query:
+            stored = schema.stored_user_from_entity(entity, entity.metadata.get("etag"))
+            users[stored.record.id] = stored
+        self.counters.reads += len(users)
+        return users
+
+    async def commit_updates(
+        self, updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Write each user's state and events atomically, batch by batch, yielding the timeline
+        rows of each committed batch (the caller indexes them, even if a later batch fails)."""
+        by_shard: dict[str, list[UserUpdate]] = defaultdict(list)
+        for update in updates:
+            by_shard[schema.shard_of(update.stored.record.id)].append(update)
+        for _shard, shard_updates in sorted(by_shard.items()):
+            for operations, timeline_rows in _batches(shard_updates, run, seen_at):
+                await self._submit(operations)
+                yield timeline_rows
+
+    async def _submit(self, operations: list[tuple[Any, ...]]) -> None:
+        try:
+            await self.users.submit_transaction(operations)
+        except TableTransactionError as exc:
+            code = str(getattr(exc, "error_code", "") or "")
+            if exc.status_code in (409, 412) or code in _CONFLICT_CODES:
+                row = operations[exc.index][1]["RowKey"] if 0 <= exc.index < len(operations) else "?"
+                raise ConcurrentWriteError(
+                    f"row {row} changed under this run ({code or exc.status_code}); another sync is writing"
+                ) from exc
+            raise
+        self.counters.batches += 1
+        self.counters.writes += len(operations)
+
+    async def write_night_index(self, timeline_rows: Iterable[dict[str, Any]]) -> None:
+        await self._upsert_partitioned(self.changes, [schema.night_entity(r) for r in timeline_rows])
+
+    async def _upsert_partitioned(self, table: TableClient, rows: list[dict[str, Any]]) -> None:
+        by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_partition[row["PartitionKey"]].append(row)
+        for partition_rows in by_partition.values():
+            for start in range(0, len(partition_rows), MAX_BATCH):
+                chunk = partition_rows[start : start + MAX_BATCH]
+                await table.submit_transaction([("upsert", r, {"mode": UpdateMode.REPLACE}) for r in chunk])
+                self.counters.batches += 1
+                self.counters.writes += len(chunk)
+
+
+def _batches(
+    updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
+) -> Iterable[tuple[list[tuple[Any, ...]], list[dict[str, Any]]]]:
+    """Pack users into transactions of at most 100 operations, never splitting one user."""
+    operations: list[tuple[Any, ...]] = []
+    timeline_rows: list[dict[str, Any]] = []
+    for update in updates:
+        user_ops, user_rows = _operations_for(update, run, seen_at)
+        if operations and len(operations) + len(user_ops) > MAX_BATCH:
+            yield operations, timeline_rows
+            operations, timeline_rows = [], []
+        operations.extend(user_ops)
+        timeline_rows.extend(user_rows)
+    if operations:
+        yield operations, timeline_rows
+
+
+def _operations_for(
+    update: UserUpdate, run: SyncRun, seen_at: str
+) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+    stored = update.stored
+    state = schema.user_entity(stored, run_id=run.run_id, changed_at=seen_at)
+    if update.expected_etag is None:
+        ops: list[tuple[Any, ...]] = [("create", state)]
+    else:
+        ops = [
+            (
+                "update",
+                state,
+                {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": update.expected_etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                },
+            )
+        ]
+    rows = [schema.timeline_entity(c, stored.record, stored.version, run, seen_at) for c in update.changes]
+    # Events are keyed by (user, version, kind): a retried write of the same update is idempotent.
+    ops.extend(("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows)
+    return ops, rows

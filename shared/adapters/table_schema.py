@@ -1,0 +1,278 @@
+"""The table layout: names, keys, and how records become entities and back. Pure, no I/O.
+
+docs/table-schema.md explains the design; the short version:
+
+- ``MfaUsers``: one partition per shard of user ids (``u-0`` .. ``u-f``). Each user has a state row
+  (``s|<id>``) and one event row per change (``e|<id>|<version>|<kind>``) in the same partition, so a
+  user's new state and the events that explain it commit in one atomic batch, and a user's whole
+  timeline is one single-partition range query.
+- ``MfaChanges``: the night index, one partition per night (``2026-11-23``), one row per change.
+- ``MfaRuns``: run rows (partition ``run``), the coverage series (partition ``coverage``, one row per
+  night) and the sync lease (partition ``lease``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from shared.domain.census import Coverage, NightFigures
+from shared.domain.deltas import Change, ChangeKind
+from shared.domain.records import StoredUser, UserRecord, UserType, intern_methods
+from shared.domain.runs import RunStatus, SyncRun
+
+USERS_TABLE = "MfaUsers"
+CHANGES_TABLE = "MfaChanges"
+RUNS_TABLE = "MfaRuns"
+ALL_TABLES = (USERS_TABLE, CHANGES_TABLE, RUNS_TABLE)
+
+RUN_PARTITION = "run"
+COVERAGE_PARTITION = "coverage"
+LEASE_PARTITION = "lease"
+SYNC_LEASE_ROW = "sync"
+
+_HEX = "0123456789abcdef"
+# u-z holds the rare id that does not start with a hex digit (replayed or odd data).
+SHARDS: tuple[str, ...] = (*(f"u-{c}" for c in _HEX), "u-z")
+STATE_PREFIX = "s|"
+EVENT_PREFIX = "e|"
+# '}' sorts right after '|', so [prefix, prefix with '|' replaced by '}') is exactly the prefix range.
+_RANGE_END = "}"
+
+
+def shard_of(user_id: str) -> str:
+    """Object ids are GUIDs, so their first hex digit spreads users evenly over 16 partitions."""
+    first = user_id[:1].lower()
+    return f"u-{first}" if first and first in _HEX else "u-z"
+
+
+def state_key(user_id: str) -> str:
+    return f"{STATE_PREFIX}{user_id}"
+
+
+def event_key(user_id: str, version: int, kind: ChangeKind) -> str:
+    return f"{EVENT_PREFIX}{user_id}|{version:08d}|{kind.value}"
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The RowKey bounds [low, high) of every key that starts with ``prefix`` (ending in '|')."""
+    return prefix, prefix[:-1] + _RANGE_END
+
+
+def state_range() -> tuple[str, str]:
+    return prefix_range(STATE_PREFIX)
+
+
+def timeline_range(user_id: str) -> tuple[str, str]:
+    return prefix_range(f"{EVENT_PREFIX}{user_id}|")
+
+
+def night_key(user_id: str, version: int, kind: ChangeKind) -> str:
+    return f"{user_id}|{version:08d}|{kind.value}"
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+def _put(entity: dict[str, Any], name: str, value: object) -> None:
+    # Table Storage cannot store null: an absent property means "unknown".
+    if value is not None:
+        entity[name] = value
+
+
+def user_entity(stored: StoredUser, *, run_id: str, changed_at: str) -> dict[str, Any]:
+    r = stored.record
+    entity: dict[str, Any] = {
+        "PartitionKey": shard_of(r.id),
+        "RowKey": state_key(r.id),
+        "UserId": r.id,
+        "Upn": r.upn,
+        "DisplayName": r.display_name,
+        "UserType": r.user_type.value,
+        "Enabled": r.enabled,
+        "Methods": ",".join(r.methods),
+        "OnPremisesSync": r.on_premises_sync,
+        "InReport": r.in_report,
+        "Version": stored.version,
+        "Deleted": stored.deleted,
+        "LastChanged": changed_at,
+        "LastRunId": run_id,
+    }
+    _put(entity, "MfaRegistered", r.mfa_registered)
+    _put(entity, "MfaCapable", r.mfa_capable)
+    _put(entity, "IsAdmin", r.is_admin)
+    _put(entity, "DefaultMethod", r.default_method)
+    _put(entity, "Email", r.email)
+    _put(entity, "Created", r.created)
+    _put(entity, "ExternalUserState", r.external_user_state)
+    _put(entity, "ReportUpdated", r.report_updated)
+    _put(entity, "FirstSeen", stored.first_seen)
+    return entity
+
+
+def _opt_bool(entity: Mapping[str, Any], name: str) -> bool | None:
+    value = entity.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def _opt_str(entity: Mapping[str, Any], name: str) -> str | None:
+    value = entity.get(name)
+    return value if isinstance(value, str) and value != "" else None
+
+
+def stored_user_from_entity(entity: Mapping[str, Any], etag: str | None) -> StoredUser:
+    methods = entity.get("Methods") or ""
+    record = UserRecord(
+        id=str(entity["UserId"]),
+        upn=str(entity.get("Upn") or ""),
+        display_name=str(entity.get("DisplayName") or ""),
+        user_type=UserType(entity.get("UserType") or "member"),
+        enabled=bool(entity.get("Enabled", True)),
+        mfa_registered=_opt_bool(entity, "MfaRegistered"),
+        mfa_capable=_opt_bool(entity, "MfaCapable"),
+        is_admin=_opt_bool(entity, "IsAdmin"),
+        methods=intern_methods(tuple(methods.split(","))) if methods else (),
+        default_method=_opt_str(entity, "DefaultMethod"),
+        email=_opt_str(entity, "Email"),
+        created=_opt_str(entity, "Created"),
+        external_user_state=_opt_str(entity, "ExternalUserState"),
+        on_premises_sync=bool(entity.get("OnPremisesSync", False)),
+        report_updated=_opt_str(entity, "ReportUpdated"),
+        in_report=bool(entity.get("InReport", True)),
+    )
+    return StoredUser(
+        record=record,
+        version=int(entity.get("Version", 1)),
+        etag=etag,
+        deleted=bool(entity.get("Deleted", False)),
+        first_seen=_opt_str(entity, "FirstSeen"),
+    )
+
+
+# --- changes -----------------------------------------------------------------------------------
+
+
+def _change_properties(
+    change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str
+) -> dict[str, Any]:
+    return {
+        "UserId": change.user_id,
+        "Kind": change.kind.value,
+        "Version": version,
+        "Upn": record.upn,
+        "DisplayName": record.display_name,
+        "UserType": record.user_type.value,
+        "Before": json.dumps(change.before, ensure_ascii=False) if change.before is not None else "",
+        "After": json.dumps(change.after, ensure_ascii=False) if change.after is not None else "",
+        "SeenAt": seen_at,
+        "Night": run.night,
+        "RunId": run.run_id,
+    }
+
+
+def timeline_entity(
+    change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str
+) -> dict[str, Any]:
+    entity = {
+        "PartitionKey": shard_of(change.user_id),
+        "RowKey": event_key(change.user_id, version, change.kind),
+    }
+    entity.update(_change_properties(change, record, version, run, seen_at))
+    return entity
+
+
+def night_entity(timeline_row: Mapping[str, Any]) -> dict[str, Any]:
+    """The night-index copy of a timeline row: same properties, keyed by night."""
+    entity = dict(timeline_row)
+    entity["PartitionKey"] = str(timeline_row["Night"])
+    entity["RowKey"] = night_key(
+        str(timeline_row["UserId"]), int(timeline_row["Version"]), ChangeKind(timeline_row["Kind"])
+    )
+    return entity
+
+
+# --- runs and coverage -------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_entity(run: SyncRun, *, index_pending: bool) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": RUN_PARTITION,
+        "RowKey": run.run_id,
+        "Night": run.night,
+        "Status": run.status.value,
+        "Started": run.started.isoformat(),
+        "PullComplete": run.pull_complete,
+        # True until every committed change is in the night index; a crashed run keeps it and the
+        # next run repairs the index from the timeline rows.
+        "IndexPending": index_pending,
+    }
+    _put(entity, "Finished", _iso(run.finished))
+    if run.finished:
+        entity["Seconds"] = round((run.finished - run.started).total_seconds(), 3)
+    _put(entity, "Error", run.error[:4000] if run.error else None)
+    for name, value in asdict(run.io).items():
+        entity[_camel(name)] = value
+    if run.figures:
+        entity.update(figures_properties(run.figures))
+    return entity
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _coverage_properties(prefix: str, coverage: Coverage) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        f"{prefix}Registered": coverage.registered,
+        f"{prefix}Unregistered": coverage.unregistered,
+        f"{prefix}Unknown": coverage.unknown,
+    }
+    _put(props, f"{prefix}CoveragePercent", coverage.percent)
+    return props
+
+
+def figures_properties(f: NightFigures) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "Users": f.users,
+        "Members": f.members,
+        "Guests": f.guests,
+        "EnabledUsers": f.enabled,
+        "DisabledUsers": f.disabled,
+        "Admins": f.admins,
+        "SilentUpdates": f.silent_updates,
+        "Changes": json.dumps(f.changes),
+        "Skipped": json.dumps(f.skipped),
+        "SkippedTotal": sum(f.skipped.values()),
+        "UnknownMethods": ",".join(f.unknown_methods),
+    }
+    props.update(_coverage_properties("", f.coverage))
+    props.update(_coverage_properties("Member", f.member_coverage))
+    props.update(_coverage_properties("Guest", f.guest_coverage))
+    props.update(_coverage_properties("Admin", f.admin_coverage))
+    for kind, count in f.changes.items():
+        props[f"Changed_{kind}"] = count
+    return props
+
+
+def coverage_entity(run: SyncRun) -> dict[str, Any]:
+    """One row per night: the latest completed run of that night wins."""
+    if run.figures is None:
+        raise ValueError("a coverage row needs the run's figures")
+    entity: dict[str, Any] = {
+        "PartitionKey": COVERAGE_PARTITION,
+        "RowKey": run.night,
+        "RunId": run.run_id,
+    }
+    entity.update(figures_properties(run.figures))
+    return entity
+
+
+def run_status_of(entity: Mapping[str, Any]) -> RunStatus:
+    return RunStatus(entity.get("Status", RunStatus.RUNNING.value))
