@@ -85,6 +85,7 @@ _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
 _AUTH_MODES = ("managed_identity", "developer")
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_GUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class Settings:
         problems.extend(_check_url("GRAPH_BASE_URL", graph_base_url))
 
         client_id = get("AZURE_CLIENT_ID") or None
-        if client_id is not None and not re.fullmatch(r"[0-9a-fA-F-]{36}", client_id):
+        if client_id is not None and not _GUID.fullmatch(client_id):
             problems.append(f"AZURE_CLIENT_ID must be a GUID (the identity's client id), got {client_id!r}")
 
         settings = cls(

@@ -57,7 +57,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Characters Table Storage refuses in keys, the '|' our row keys use as a separator, and anything that
 # would make the id unusable in a URL.
 _BAD_ID = re.compile(r"[/\\#?|\x00-\x1f\x7f-\x9f\s]")
-_EMAIL = re.compile(r"[^@\s<>\"(),;:\[\]]+@[^@\s<>\"(),;:\[\]]+\.[^@\s<>\"(),;:\[\]]+")
+# Control characters are excluded too (\s misses NUL, DEL and most of C0/C1).
+_ADDR = r"[^@\s<>\"(),;:\[\]\x00-\x1f\x7f-\x9f]+"
+_EMAIL = re.compile(rf"{_ADDR}@{_ADDR}\.{_ADDR}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,8 @@ def _methods(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         return ()
     names = {clean_text(m) for m in value[:MAX_METHODS] if isinstance(m, str)}
-    names.discard("")
+    # Stored comma-separated (table_schema): a name holding ',' would not survive the round trip.
+    names = {n for n in names if n and "," not in n}
     return intern_methods(tuple(sorted(names)))
 
 
@@ -135,15 +138,20 @@ def registration_from_graph(row: object) -> tuple[str, RegistrationFacts] | Skip
     user_id = valid_id(row.get("id"))
     if user_id is None:
         return Skipped(None, f"registration row has no usable id ({str(row.get('id'))[:60]!r})")
-    default = clean_text(row.get("defaultMfaMethod")) or None
-    updated = row.get("lastUpdatedDateTime")
+    # v1.0 names the user's default second factor userPreferredMethodForSecondaryAuthentication;
+    # beta calls it defaultMfaMethod. Accept either, so a replayed beta export works too.
+    default = (
+        clean_text(row.get("userPreferredMethodForSecondaryAuthentication"))
+        or clean_text(row.get("defaultMfaMethod"))
+        or None
+    )
     return user_id, RegistrationFacts(
         mfa_registered=_bool_or_none(row.get("isMfaRegistered")),
         mfa_capable=_bool_or_none(row.get("isMfaCapable")),
         is_admin=_bool_or_none(row.get("isAdmin")),
         methods=_methods(row.get("methodsRegistered")),
-        default_method=None if default in (None, "none") else default,
-        report_updated=updated if isinstance(updated, str) else None,
+        default_method=None if default is None or default.lower() == "none" else default,
+        report_updated=clean_text(row.get("lastUpdatedDateTime")) or None,
     )
 
 
@@ -173,7 +181,8 @@ def record_from_graph(user: object, registration: RegistrationFacts | None) -> U
         methods=reg.methods if reg else (),
         default_method=reg.default_method if reg else None,
         email=deliverable_address(user),
-        created=created if isinstance(created, str) else None,
+        # "" would be stored as an absent property and read back as None: a write every night.
+        created=clean_text(created) or None,
         external_user_state=clean_text(state) or None,
         on_premises_sync=user.get("onPremisesSyncEnabled") is True,
         report_updated=reg.report_updated if reg else None,
