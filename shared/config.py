@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from shared.domain.waves import DEFAULT_WAVES_JSON, Wave, WaveConfigError, parse_waves
+
 
 class SettingsError(ValueError):
     """One or more settings are missing or malformed; the message lists every problem."""
@@ -73,6 +75,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Retries of a throttled (429) or unavailable (503/504) Graph request, honouring Retry-After.",
     ),
     Setting(
+        "ENFORCEMENT_WAVES",
+        DEFAULT_WAVES_JSON,
+        "The tenant's enforcement waves as JSON: [{id, label, date YYYY-MM-DD, phase phase1|phase2, "
+        "appliesTo all|members|guests}]. Defaults to the latest postponement dates.",
+    ),
+    Setting(
         "SYNC_TIME_BUDGET_SECONDS",
         "1500",
         "A sync that has not finished pulling within this many seconds stops and records a failed run "
@@ -98,6 +106,7 @@ class Settings:
     graph_page_size: int
     graph_max_retries: int
     sync_time_budget_seconds: float
+    waves: tuple[Wave, ...]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -144,6 +153,12 @@ class Settings:
         if client_id is not None and not _GUID.fullmatch(client_id):
             problems.append(f"AZURE_CLIENT_ID must be a GUID (the identity's client id), got {client_id!r}")
 
+        waves: tuple[Wave, ...] = ()
+        try:
+            waves = parse_waves(get("ENFORCEMENT_WAVES"))
+        except WaveConfigError as exc:
+            problems.append(str(exc))
+
         settings = cls(
             auth_mode=auth_mode,
             managed_identity_client_id=client_id,
@@ -153,6 +168,7 @@ class Settings:
             graph_page_size=integer("GRAPH_PAGE_SIZE", 1, 999),
             graph_max_retries=integer("GRAPH_MAX_RETRIES", 0, 10),
             sync_time_budget_seconds=float(integer("SYNC_TIME_BUDGET_SECONDS", 10, 7 * 24 * 3600)),
+            waves=waves,
         )
         if problems:
             raise SettingsError("Invalid settings:\n- " + "\n- ".join(problems))

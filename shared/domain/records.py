@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
+from shared.domain.scope import ScopeFacts
+
 
 class UserType(StrEnum):
     MEMBER = "member"
@@ -35,6 +37,8 @@ class UserRecord:
     created: str | None
     external_user_state: str | None
     on_premises_sync: bool
+    # Who enforcement will stop and why (filled by the scope signals; empty until they run).
+    scope: ScopeFacts = ScopeFacts()  # noqa: RUF009 - frozen, so one shared default is safe
     # Not compared night to night: the report refreshes it daily, and whether tonight's report
     # listed the user (disabled users drop out of it) says nothing about the person.
     report_updated: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.config import SETTING_NAMES, SETTINGS, Settings, SettingsError
+from shared.domain.waves import DEFAULT_WAVES_JSON, parse_waves
 
 ENDPOINT = "https://monitorstate.table.core.windows.net"
 AZURITE = (
@@ -31,7 +32,29 @@ def test_defaults() -> None:
         graph_page_size=999,
         graph_max_retries=5,
         sync_time_budget_seconds=1500.0,
+        waves=parse_waves(DEFAULT_WAVES_JSON),
     )
+    assert [(w.id, w.date.isoformat()) for w in s.waves] == [
+        ("phase1", "2025-09-30"),
+        ("phase2", "2026-07-01"),
+    ]
+
+
+def test_bad_waves_are_reported_with_the_other_problems() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(
+            {
+                "TABLES_ENDPOINT": ENDPOINT,
+                "GRAPH_PAGE_SIZE": "0",
+                "ENFORCEMENT_WAVES": '[{"id": "p1", "date": "2026-02-30", "phase": "phase1"},'
+                ' {"id": "p1", "date": "2026-03-01", "phase": "phase3"}]',
+            }
+        )
+    message = str(caught.value)
+    assert "GRAPH_PAGE_SIZE" in message
+    assert "date must be YYYY-MM-DD" in message
+    assert "used twice" in message
+    assert "phase must be one of" in message
 
 
 def test_blank_values_mean_default() -> None:
