@@ -1,0 +1,86 @@
+"""Fixtures for tests that talk to the tenant simulator (Graph + managed-identity endpoint).
+
+Import the ones you use into a test module (or list this module in a conftest's
+``pytest_plugins``).  Everything binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from shared.adapters.credentials import build_credential
+from shared.adapters.graph import GraphReader
+from sim.graph_server import GraphSimulator
+from sim.tenant import Tenant, generate_tenant
+
+# Other managed-identity flavours azure-identity would pick before App Service, and the ones
+# DefaultAzureCredential may try: none of them may leak in from the environment.
+_OTHER_IDENTITY_ENV = (
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+)
+
+
+@pytest.fixture
+def small_tenant() -> Tenant:
+    """60 users: enough for 9 pages of 7, small enough to check object by object."""
+    return generate_tenant(60, seed=1234)
+
+
+@pytest.fixture
+def graph_sim(small_tenant: Tenant) -> Iterator[GraphSimulator]:
+    with GraphSimulator(small_tenant, page_size=7) as sim:
+        yield sim
+
+
+@pytest.fixture
+def identity_env(graph_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
+    """Point App Service managed identity at the simulator (set before any credential exists)."""
+    for name in _OTHER_IDENTITY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", graph_sim.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", graph_sim.identity_header)
+    return graph_sim
+
+
+@pytest.fixture
+async def mi_credential(identity_env: GraphSimulator) -> AsyncIterator[Any]:
+    """The production credential (system-assigned managed identity) against the simulator."""
+    credential = build_credential("managed_identity", None)
+    yield credential
+    await credential.close()
+
+
+@pytest.fixture
+async def make_reader(graph_sim: GraphSimulator, mi_credential: Any) -> AsyncIterator[Callable[..., GraphReader]]:
+    """``make_reader(**overrides)``: a GraphReader on the simulator, closed after the test.
+
+    Defaults keep fault tests fast: page size 7, 2 retries, no base delay.
+    """
+    readers: list[GraphReader] = []
+
+    def factory(**overrides: Any) -> GraphReader:
+        options: dict[str, Any] = {
+            "base_url": graph_sim.base_url,
+            "page_size": 7,
+            "max_retries": 2,
+            "retry_delay_seconds": 0.0,
+        }
+        options.update(overrides)
+        reader = GraphReader(mi_credential, **options)
+        readers.append(reader)
+        return reader
+
+    yield factory
+    for reader in readers:
+        await reader.aclose()
