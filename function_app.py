@@ -2,11 +2,13 @@
 
 nightly_sync  timer %SYNC_SCHEDULE% -> shared.entrypoints.nightly_sync
               Graph (managed identity) -> diff with stored users -> Table Storage history
+history_*     HTTP GET /api/users/{id_or_upn}/history, /api/changes, /api/unregistered,
+              /api/coverage, /api/report (function key) -> shared.http_api
 """
 
 import azure.functions as func
 
-from shared import entrypoints
+from shared import entrypoints, http_api
 
 app = func.FunctionApp()
 
@@ -15,3 +17,36 @@ app = func.FunctionApp()
 async def nightly_sync(timer: func.TimerRequest) -> None:
     """Pull every user's MFA registration and record what changed since last night."""
     await entrypoints.nightly_sync()
+
+
+# --- reading the history (HTTP, function key; see README "Reading the history") ---------------
+
+
+@app.route(route="users/{id_or_upn}/history", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_user(req: func.HttpRequest) -> func.HttpResponse:
+    """A user's current state and timeline, by object id or UPN."""
+    return await http_api.user_history(req)
+
+
+@app.route(route="changes", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_changes(req: func.HttpRequest) -> func.HttpResponse:
+    """What changed on a night (?date=YYYY-MM-DD; default the latest completed night)."""
+    return await http_api.changes(req)
+
+
+@app.route(route="unregistered", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_unregistered(req: func.HttpRequest) -> func.HttpResponse:
+    """Who is unregistered and in scope, with days left per wave (?scope=&wave=)."""
+    return await http_api.unregistered(req)
+
+
+@app.route(route="coverage", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_coverage(req: func.HttpRequest) -> func.HttpResponse:
+    """The coverage series (?from=&to=)."""
+    return await http_api.coverage(req)
+
+
+@app.route(route="report", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def history_report(req: func.HttpRequest) -> func.HttpResponse:
+    """The self-contained HTML readiness report."""
+    return await http_api.report(req)

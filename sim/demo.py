@@ -20,7 +20,7 @@ from pathlib import Path
 
 from azure.data.tables.aio import TableServiceClient
 
-from shared import entrypoints
+from shared import cli, entrypoints
 from shared.adapters.history_reader import ChangeEntry, HistoryReader
 from shared.domain.runs import SyncRun
 from sim.azurite import Azurite
@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  tenant: {len(tenant.users):,} users; its JSON is in {OUTPUT}/tenant-night1.json")
         asyncio.run(_nights(args, tenant, azurite, sim))
         tenant.to_json(OUTPUT / "tenant-night2.json")
+        print("\nThe readiness report, as `python -m shared.cli report` writes it:")
+        cli.main(["report", "--connection-string", azurite.connection_string, "--output", str(OUTPUT / "report.html")])
     print(f"\nDone: Azurite and the simulator are stopped. Tenant snapshots are in {OUTPUT}/.")
     return 0
 

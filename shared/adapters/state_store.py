@@ -135,9 +135,7 @@ class StateStore:
     # --- runs ----------------------------------------------------------------------------------
 
     async def save_run(self, run: SyncRun, *, index_pending: bool) -> None:
-        await self.runs.upsert_entity(
-            schema.run_entity(run, index_pending=index_pending), mode=UpdateMode.REPLACE
-        )
+        await self.runs.upsert_entity(schema.run_entity(run, index_pending=index_pending), mode=UpdateMode.REPLACE)
         self.counters.writes += 1
 
     async def save_coverage(self, run: SyncRun) -> None:

@@ -70,6 +70,11 @@ def timeline_range(user_id: str) -> tuple[str, str]:
     return prefix_range(f"{EVENT_PREFIX}{user_id}|")
 
 
+def upn_key(upn: str) -> str:
+    """How a UPN is matched: Entra treats UPNs case-insensitively."""
+    return upn.lower()
+
+
 def night_key(user_id: str, version: int, kind: ChangeKind) -> str:
     return f"{user_id}|{version:08d}|{kind.value}"
 
@@ -90,6 +95,9 @@ def user_entity(stored: StoredUser, *, run_id: str, changed_at: str) -> dict[str
         "RowKey": state_key(r.id),
         "UserId": r.id,
         "Upn": r.upn,
+        # Table Storage compares strings case-sensitively and Graph keeps the UPN's casing: the
+        # lower-case copy makes "find this UPN" one exact-match filter (see history_reader).
+        "UpnLower": upn_key(r.upn),
         "DisplayName": r.display_name,
         "UserType": r.user_type.value,
         "Enabled": r.enabled,
@@ -155,9 +163,7 @@ def stored_user_from_entity(entity: Mapping[str, Any], etag: str | None) -> Stor
 # --- changes -----------------------------------------------------------------------------------
 
 
-def _change_properties(
-    change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str
-) -> dict[str, Any]:
+def _change_properties(change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str) -> dict[str, Any]:
     return {
         "UserId": change.user_id,
         "Kind": change.kind.value,
@@ -173,9 +179,7 @@ def _change_properties(
     }
 
 
-def timeline_entity(
-    change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str
-) -> dict[str, Any]:
+def timeline_entity(change: Change, record: UserRecord, version: int, run: SyncRun, seen_at: str) -> dict[str, Any]:
     entity = {
         "PartitionKey": shard_of(change.user_id),
         "RowKey": event_key(change.user_id, version, change.kind),

@@ -107,9 +107,7 @@ def reconcile(previous: StoredUser | None, current: UserRecord, seen_at: str) ->
 
     current = carry_registration_forward(previous.record, current)
     if previous.deleted:
-        changes: list[Change] = [
-            Change(current.id, ChangeKind.RESTORED, summary(previous.record), summary(current))
-        ]
+        changes: list[Change] = [Change(current.id, ChangeKind.RESTORED, summary(previous.record), summary(current))]
     else:
         if current.tracked() == previous.record.tracked():
             return None

@@ -26,9 +26,7 @@ class Phase(StrEnum):
 class ScopeFacts:
     known: bool = False  # True once the scope signals were computed for this user
     phases: tuple[Phase, ...] = ()  # the phases the person is in scope of (empty: out of scope)
-    reasons: tuple[
-        str, ...
-    ] = ()  # machine-readable, e.g. "signin:azure_cli", "entra_role:Global Administrator"
+    reasons: tuple[str, ...] = ()  # machine-readable, e.g. "signin:azure_cli", "entra_role:Global Administrator"
     tools: tuple[str, ...] = ()  # management apps seen in sign-ins, e.g. "azure_portal", "azure_cli"
     last_seen: str | None = None  # last sign-in to a management app (ISO 8601), kept after logs age out
     exclusion: str | None = None  # why this person is not nudged (break-glass group, ...), None if not

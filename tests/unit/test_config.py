@@ -193,9 +193,7 @@ def test_bad_client_id(client_id: str) -> None:
     assert repr(client_id) in message
 
 
-@pytest.mark.parametrize(
-    ("raw", "ok"), [("0", False), ("1", True), ("999", True), ("1000", False), ("-5", False)]
-)
+@pytest.mark.parametrize(("raw", "ok"), [("0", False), ("1", True), ("999", True), ("1000", False), ("-5", False)])
 def test_page_size_bounds(raw: str, ok: bool) -> None:
     env = {"TABLES_ENDPOINT": ENDPOINT, "GRAPH_PAGE_SIZE": raw}
     if ok:

@@ -225,9 +225,7 @@ def test_account_enabled_defaults_to_true_unless_bool(value: object, expected: b
     assert record(user(accountEnabled=value)).enabled is expected
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"), [(True, True), (False, False), (None, False), ("true", False)]
-)
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), (None, False), ("true", False)])
 def test_on_premises_sync_only_when_true(value: object, expected: bool) -> None:
     assert record(user(onPremisesSyncEnabled=value)).on_premises_sync is expected
 

@@ -203,9 +203,7 @@ def test_reading_a_sparse_entity_uses_safe_defaults() -> None:
 
 maybe_bool = st.sampled_from([True, False, None])
 # Text as normalize produces it: no control characters, stripped, never "" for optional fields.
-clean = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20).map(
-    str.strip
-)
+clean = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=20).map(str.strip)
 opt_clean = st.none() | clean.filter(bool)
 method_names = clean.filter(lambda m: m != "" and "," not in m)
 records = st.builds(

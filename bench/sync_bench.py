@@ -1,0 +1,239 @@
+"""Benchmark the nightly sync: a first night, 1% churn, a second night, against a floor.
+
+    python bench/sync_bench.py [--users 100000] [--churn 0.01] [--page-size 999]
+
+Azurite (in memory) and the tenant simulator each run in their own process, as Table Storage and
+Graph do in production. Each sync runs in a fresh child process so its peak RSS is its own.
+The floor is what no implementation can beat on this machine: the same Graph pages fetched
+with plain httpx + json.loads, plus Azurite batch writes of just the changed rows.
+Prints figures; asserts nothing (targets are for people to read, not for CI to time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+# --- the child: one sync ---------------------------------------------------------------------
+
+
+async def _child_sync(night: str) -> dict[str, Any]:
+    from datetime import datetime
+
+    from shared import entrypoints
+
+    env = {
+        "AUTH_MODE": "managed_identity",
+        "TABLES_CONNECTION_STRING": os.environ["BENCH_TABLES"],
+        "GRAPH_BASE_URL": os.environ["BENCH_GRAPH"],
+        "GRAPH_PAGE_SIZE": os.environ["BENCH_PAGE_SIZE"],
+    }
+    started = time.perf_counter()
+    run = await entrypoints.nightly_sync(env, clock=lambda: datetime.fromisoformat(night))
+    seconds = time.perf_counter() - started
+    f = run.figures
+    assert f is not None
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "users": f.users,
+        "changes": sum(f.changes.values()),
+        "changed_users": None,
+        "graph_requests": run.io.graph_requests,
+        "graph_throttled": run.io.graph_throttled,
+        "table_reads": run.io.table_reads,
+        "table_writes": run.io.table_writes,
+        "table_batches": run.io.table_batches,
+    }
+
+
+# --- the floor ---------------------------------------------------------------------------------
+
+
+async def _floor_fetch(base_url: str, identity_endpoint: str, identity_header: str, page_size: int) -> dict[str, Any]:
+    import httpx
+
+    from shared.adapters.graph import REGISTRATION_FIELDS, USER_FIELDS
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=100) as client:
+        token = (
+            await client.get(
+                identity_endpoint,
+                params={"api-version": "2019-08-01", "resource": "https://graph.microsoft.com"},
+                headers={"X-IDENTITY-HEADER": identity_header, "Metadata": "true"},
+            )
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        objects = requests = 0
+        for path, fields in (
+            ("/reports/authenticationMethods/userRegistrationDetails", REGISTRATION_FIELDS),
+            ("/users", USER_FIELDS),
+        ):
+            url: str | None = f"{base_url}{path}?$select={','.join(fields)}&$top={page_size}"
+            while url:
+                data = json.loads((await client.get(url, headers=headers)).content)
+                requests += 1
+                objects += len(data["value"])
+                url = data.get("@odata.nextLink")
+    return {"seconds": time.perf_counter() - started, "requests": requests, "objects": objects}
+
+
+async def _floor_write(connection_string: str, rows: int) -> dict[str, Any]:
+    from azure.data.tables import UpdateMode
+    from azure.data.tables.aio import TableServiceClient
+
+    started = time.perf_counter()
+    async with TableServiceClient.from_connection_string(connection_string) as service:
+        table = await service.create_table_if_not_exists("BenchFloor")
+        entities = [
+            {"PartitionKey": f"u-{i % 16:x}", "RowKey": f"s|{i:012d}", "Upn": f"user{i}@contoso.example", "V": i}
+            for i in range(rows)
+        ]
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for e in entities:
+            by_partition.setdefault(e["PartitionKey"], []).append(e)
+        batches = 0
+        for part in by_partition.values():
+            for start in range(0, len(part), 100):
+                await table.submit_transaction(
+                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in part[start : start + 100]]
+                )
+                batches += 1
+        await service.delete_table("BenchFloor")
+    return {"seconds": time.perf_counter() - started, "rows": rows, "batches": batches}
+
+
+# --- the parent --------------------------------------------------------------------------------
+
+
+def _run_child(env: dict[str, str], night: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-sync", night],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"sync child failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--churn", type=float, default=0.01)
+    parser.add_argument("--page-size", type=int, default=999)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--child-sync", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child_sync:
+        print(json.dumps(asyncio.run(_child_sync(args.child_sync))))
+        return 0
+
+    from sim.azurite import Azurite
+
+    print(f"sync benchmark: {args.users:,} users, {args.churn:.1%} churn, Graph pages of {args.page_size}")
+    with Azurite() as azurite:
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sim.serve",
+                "--users",
+                str(args.users),
+                "--seed",
+                str(args.seed),
+                "--page-size",
+                str(args.page_size),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert sim.stdin and sim.stdout
+
+        def ask(command: str | None = None) -> dict[str, Any]:
+            if command:
+                sim.stdin.write(command + "\n")  # type: ignore[union-attr]
+                sim.stdin.flush()  # type: ignore[union-attr]
+            return json.loads(sim.stdout.readline())  # type: ignore[union-attr]
+
+        try:
+            info = ask()
+            ask("warm")
+            env = {
+                **os.environ,
+                "BENCH_TABLES": azurite.connection_string,
+                "BENCH_GRAPH": info["base_url"],
+                "BENCH_PAGE_SIZE": str(args.page_size),
+                "IDENTITY_ENDPOINT": info["identity_endpoint"],
+                "IDENTITY_HEADER": info["identity_header"],
+            }
+            first = _run_child(env, "2026-11-22T02:00:00+00:00")
+            did = ask(f"evolve {args.seed + 1} {args.churn}")["counts"]
+            ask("warm")
+            second = _run_child(env, "2026-11-23T02:00:00+00:00")
+            fetch = asyncio.run(
+                _floor_fetch(info["base_url"], info["identity_endpoint"], info["identity_header"], args.page_size)
+            )
+            changed_rows = second["table_writes"] - 2  # minus the run and coverage rows
+            write = asyncio.run(_floor_write(azurite.connection_string, changed_rows))
+        finally:
+            if sim.poll() is None:
+                sim.stdin.write("quit\n")
+                sim.stdin.flush()
+                sim.wait(timeout=30)
+
+    floor = fetch["seconds"] + write["seconds"]
+    changed_users = sum(did.values())
+    print(f"tenant changes between the nights: {changed_users:,} users ({json.dumps(did)})")
+    print()
+    print(f"{'':<28}{'first sync':>14}{'second sync':>14}")
+    for label, key, fmt in (
+        ("wall seconds", "seconds", "{:.1f}"),
+        ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+        ("users", "users", "{:,}"),
+        ("changes recorded", "changes", "{:,}"),
+        ("Graph requests", "graph_requests", "{:,}"),
+        ("table entities read", "table_reads", "{:,}"),
+        ("table entities written", "table_writes", "{:,}"),
+        ("table transactions", "table_batches", "{:,}"),
+    ):
+        print(f"{label:<28}{fmt.format(first[key]):>14}{fmt.format(second[key]):>14}")
+    rates = [run["users"] / run["seconds"] for run in (first, second)]
+    print(f"{'users per second':<28}{rates[0]:>14,.0f}{rates[1]:>14,.0f}")
+    print()
+    print(
+        f"floor: fetch {fetch['requests']} pages / {fetch['objects']:,} objects with httpx+json in "
+        f"{fetch['seconds']:.1f} s; {write['rows']:,} changed rows in {write['batches']} Azurite batches in "
+        f"{write['seconds']:.1f} s; total {floor:.1f} s"
+    )
+    budget_batches = (second["table_writes"]) / 100
+    print(
+        f"second sync: {second['seconds'] / floor:.2f}x the floor (target <= 2x), "
+        f"{second['seconds']:.1f} s (target < 60 s), peak RSS {second['peak_rss_mb']:.0f} MB (target < 300 MB), "
+        f"{second['table_batches']} transactions for {second['table_writes']:,} written rows "
+        f"(target about {budget_batches:.0f})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
