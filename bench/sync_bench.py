@@ -92,8 +92,9 @@ async def _floor_fetch(base_url: str, identity_endpoint: str, identity_header: s
 
 
 async def _floor_write(connection_string: str, rows: int) -> dict[str, Any]:
-    from azure.data.tables import UpdateMode
     from azure.data.tables.aio import TableServiceClient
+
+    from shared.adapters.table_wire import BatchOp, submit_batch
 
     started = time.perf_counter()
     async with TableServiceClient.from_connection_string(connection_string) as service:
@@ -108,9 +109,7 @@ async def _floor_write(connection_string: str, rows: int) -> dict[str, Any]:
         batches = 0
         for part in by_partition.values():
             for start in range(0, len(part), 100):
-                await table.submit_transaction(
-                    [("upsert", e, {"mode": UpdateMode.REPLACE}) for e in part[start : start + 100]]
-                )
+                await submit_batch(table, [BatchOp("upsert", e) for e in part[start : start + 100]])
                 batches += 1
         await service.delete_table("BenchFloor")
     return {"seconds": time.perf_counter() - started, "rows": rows, "batches": batches}
@@ -225,12 +224,12 @@ def main() -> int:
         f"{fetch['seconds']:.1f} s; {write['rows']:,} changed rows in {write['batches']} Azurite batches in "
         f"{write['seconds']:.1f} s; total {floor:.1f} s"
     )
-    budget_batches = (second["table_writes"]) / 100
+    fewest = -(-second["table_writes"] // 100)  # if every transaction were full
     print(
         f"second sync: {second['seconds'] / floor:.2f}x the floor (target <= 2x), "
         f"{second['seconds']:.1f} s (target < 60 s), peak RSS {second['peak_rss_mb']:.0f} MB (target < 300 MB), "
         f"{second['table_batches']} transactions for {second['table_writes']:,} written rows "
-        f"(target about {budget_batches:.0f})"
+        f"(at least {fewest} even if every transaction were full; 16 user shards + the night index)"
     )
     return 0
 

@@ -21,10 +21,11 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters import table_schema as schema
+from shared.adapters import table_wire as wire
 from shared.domain.deltas import UserUpdate
 from shared.domain.records import StoredUser
 from shared.domain.runs import RunStatus, SyncRun
@@ -190,16 +191,12 @@ class StateStore:
 
     async def _load_shard(self, shard: str) -> dict[str, StoredUser]:
         low, high = schema.state_range()
-        query = self.users.query_entities(
-            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-            parameters={"pk": shard, "low": low, "high": high},
-            results_per_page=_LOAD_PAGE,
-        )
         users: dict[str, StoredUser] = {}
-        async for entity in query:
-            stored = schema.stored_user_from_entity(entity, entity.metadata.get("etag"))
-            users[stored.record.id] = stored
-        self.counters.reads += len(users)
+        async for page in wire.query_pages(self.users, wire.range_filter(shard, low, high), page_size=_LOAD_PAGE):
+            for entity in page:
+                stored = schema.stored_user_from_entity(entity, entity.get("odata.etag"))
+                users[stored.record.id] = stored
+            self.counters.reads += len(page)
         return users
 
     async def commit_updates(
@@ -215,15 +212,15 @@ class StateStore:
                 await self._submit(operations)
                 yield timeline_rows
 
-    async def _submit(self, operations: list[tuple[Any, ...]]) -> None:
+    async def _submit(self, operations: list[wire.BatchOp]) -> None:
         try:
-            await self.users.submit_transaction(operations)
-        except TableTransactionError as exc:
-            code = str(getattr(exc, "error_code", "") or "")
-            if exc.status_code in (409, 412) or code in _CONFLICT_CODES:
-                row = operations[exc.index][1]["RowKey"] if 0 <= exc.index < len(operations) else "?"
+            await wire.submit_batch(self.users, operations)
+        except wire.BatchRejected as exc:
+            if exc.status in (409, 412) or exc.code in _CONFLICT_CODES:
+                at = exc.index if exc.index is not None and 0 <= exc.index < len(operations) else None
+                row = operations[at].entity["RowKey"] if at is not None else "?"
                 raise ConcurrentWriteError(
-                    f"row {row} changed under this run ({code or exc.status_code}); another sync is writing"
+                    f"row {row} changed under this run ({exc.code or exc.status}); another sync is writing"
                 ) from exc
             raise
         self.counters.batches += 1
@@ -239,16 +236,16 @@ class StateStore:
         for partition_rows in by_partition.values():
             for start in range(0, len(partition_rows), MAX_BATCH):
                 chunk = partition_rows[start : start + MAX_BATCH]
-                await table.submit_transaction([("upsert", r, {"mode": UpdateMode.REPLACE}) for r in chunk])
+                await wire.submit_batch(table, [wire.BatchOp("upsert", r) for r in chunk])
                 self.counters.batches += 1
                 self.counters.writes += len(chunk)
 
 
 def _batches(
     updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
-) -> Iterable[tuple[list[tuple[Any, ...]], list[dict[str, Any]]]]:
+) -> Iterable[tuple[list[wire.BatchOp], list[dict[str, Any]]]]:
     """Pack users into transactions of at most 100 operations, never splitting one user."""
-    operations: list[tuple[Any, ...]] = []
+    operations: list[wire.BatchOp] = []
     timeline_rows: list[dict[str, Any]] = []
     for update in updates:
         user_ops, user_rows = _operations_for(update, run, seen_at)
@@ -261,26 +258,16 @@ def _batches(
         yield operations, timeline_rows
 
 
-def _operations_for(
-    update: UserUpdate, run: SyncRun, seen_at: str
-) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]]]:
+def _operations_for(update: UserUpdate, run: SyncRun, seen_at: str) -> tuple[list[wire.BatchOp], list[dict[str, Any]]]:
     stored = update.stored
     state = schema.user_entity(stored, run_id=run.run_id, changed_at=seen_at)
+    # Create-only for a new user, replace-if-unchanged for a known one: a row another run
+    # wrote since we loaded it makes the whole transaction fail instead of being overwritten.
     if update.expected_etag is None:
-        ops: list[tuple[Any, ...]] = [("create", state)]
+        ops = [wire.BatchOp("create", state)]
     else:
-        ops = [
-            (
-                "update",
-                state,
-                {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": update.expected_etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                },
-            )
-        ]
+        ops = [wire.BatchOp("update", state, update.expected_etag)]
     rows = [schema.timeline_entity(c, stored.record, stored.version, run, seen_at) for c in update.changes]
     # Events are keyed by (user, version, kind): a retried write of the same update is idempotent.
-    ops.extend(("upsert", row, {"mode": UpdateMode.REPLACE}) for row in rows)
+    ops.extend(wire.BatchOp("upsert", row) for row in rows)
     return ops, rows
