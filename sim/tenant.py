@@ -60,6 +60,12 @@ class CollectionSpec:
     properties: frozenset[str]
     default_properties: tuple[str, ...] | None = None
     max_top: int = 999
+    # Where Graph serves it, and what it takes: ``permissions`` (any one, least privileged first;
+    # empty: the simulator's older special cases), ``premium`` (Entra ID P1/P2 or 403).
+    versions: tuple[str, ...] = ("v1.0",)
+    permissions: tuple[str, ...] = ()
+    premium: bool = False
+    beta_only: frozenset[str] = frozenset()  # properties $select refuses on v1.0
 
 
 # The documented v1.0 user properties we may meet (plus the ones replayed exports commonly carry).
@@ -158,6 +164,134 @@ COLLECTIONS: dict[str, CollectionSpec] = {
         properties=REGISTRATION_PROPERTIES,
     ),
 }
+
+# --- the scope signals' collections (sim/scope_data.py generates them) ---------------------------
+SIGN_INS = "signIns"
+ROLE_ASSIGNMENTS = "roleAssignments"
+ROLE_ELIGIBILITY = "roleEligibilityScheduleInstances"
+ROLE_DEFINITIONS = "roleDefinitions"
+GROUPS = "groups"
+AZURE_ROLE_ASSIGNMENTS = "azureRoleAssignments"  # Azure Resource Graph rows (not Graph)
+# Not lists of objects with ids, so kept in Tenant.extra (see the README's simulator section):
+GROUP_MEMBERS = "groupMembers"  # {groupId: [directoryObject {"@odata.type", "id"}]} (direct members)
+CROSS_TENANT_ACCESS_POLICY = "crossTenantAccessPolicy"  # {"default": {...}, "partners": [{tenantId, inboundTrust}]}
+USER_AUTHENTICATION_METHODS = "userAuthenticationMethods"  # {userId: [authenticationMethod]}
+TENANT_INFORMATION = "tenantInformation"  # {domain: tenantInformation}, findTenantInformationByDomainName
+
+SIGN_IN_V1_PROPERTIES = frozenset(
+    {
+        "id",
+        "createdDateTime",
+        "userDisplayName",
+        "userPrincipalName",
+        "userId",
+        "appId",
+        "appDisplayName",
+        "ipAddress",
+        "clientAppUsed",
+        "correlationId",
+        "conditionalAccessStatus",
+        "isInteractive",
+        "riskDetail",
+        "riskLevelAggregated",
+        "riskLevelDuringSignIn",
+        "riskState",
+        "riskEventTypes",
+        "riskEventTypes_v2",
+        "resourceDisplayName",
+        "resourceId",
+        "status",
+        "deviceDetail",
+        "location",
+        "appliedConditionalAccessPolicies",
+        "authenticationRequirement",
+        "mfaDetail",
+    }
+)
+SIGN_IN_BETA_ONLY = frozenset(
+    {
+        "signInEventTypes",
+        "homeTenantId",
+        "resourceTenantId",
+        "userType",
+        "crossTenantAccessType",
+        "authenticationDetails",
+    }
+)
+_ROLE_ASSIGNMENT_PROPERTIES = frozenset(
+    {"id", "principalId", "roleDefinitionId", "directoryScopeId", "appScopeId", "resourceScope"}
+)
+_ROLE_ELIGIBILITY_PROPERTIES = frozenset(
+    {
+        "id",
+        "principalId",
+        "roleDefinitionId",
+        "directoryScopeId",
+        "appScopeId",
+        "startDateTime",
+        "endDateTime",
+        "memberType",
+        "roleEligibilityScheduleId",
+    }
+)
+COLLECTIONS.update(
+    {
+        SIGN_INS: CollectionSpec(
+            name=SIGN_INS,
+            path="auditLogs/signIns",
+            entity_type="microsoft.graph.signIn",
+            properties=SIGN_IN_V1_PROPERTIES | SIGN_IN_BETA_ONLY,
+            max_top=1000,
+            versions=("v1.0", "beta"),
+            permissions=("AuditLog.Read.All", "Directory.Read.All"),
+            premium=True,
+            beta_only=SIGN_IN_BETA_ONLY,
+        ),
+        ROLE_ASSIGNMENTS: CollectionSpec(
+            name=ROLE_ASSIGNMENTS,
+            path="roleManagement/directory/roleAssignments",
+            entity_type="microsoft.graph.unifiedRoleAssignment",
+            properties=_ROLE_ASSIGNMENT_PROPERTIES,
+            permissions=("RoleManagement.Read.Directory", "RoleManagement.Read.All", "Directory.Read.All"),
+        ),
+        ROLE_ELIGIBILITY: CollectionSpec(
+            name=ROLE_ELIGIBILITY,
+            path="roleManagement/directory/roleEligibilityScheduleInstances",
+            entity_type="microsoft.graph.unifiedRoleEligibilityScheduleInstance",
+            properties=_ROLE_ELIGIBILITY_PROPERTIES,
+            permissions=(
+                "RoleEligibilitySchedule.Read.Directory",
+                "RoleManagement.Read.Directory",
+                "RoleManagement.Read.All",
+            ),
+        ),
+        ROLE_DEFINITIONS: CollectionSpec(
+            name=ROLE_DEFINITIONS,
+            path="roleManagement/directory/roleDefinitions",
+            entity_type="microsoft.graph.unifiedRoleDefinition",
+            properties=frozenset({"id", "displayName", "description", "templateId", "isBuiltIn", "isEnabled"}),
+            permissions=("RoleManagement.Read.Directory", "RoleManagement.Read.All", "Directory.Read.All"),
+        ),
+        GROUPS: CollectionSpec(
+            name=GROUPS,
+            path="groups",
+            entity_type="microsoft.graph.group",
+            properties=frozenset(
+                {
+                    "id",
+                    "displayName",
+                    "description",
+                    "isAssignableToRole",
+                    "securityEnabled",
+                    "mailEnabled",
+                    "groupTypes",
+                }
+            ),
+            default_properties=("id", "displayName", "description", "securityEnabled", "mailEnabled", "groupTypes"),
+            permissions=("GroupMember.Read.All", "Group.Read.All", "Directory.Read.All"),
+        ),
+    }
+)
 
 # Strings seen in methodsRegistered.  MFA_METHODS count for isMfaRegistered.
 MFA_METHODS = frozenset(
@@ -695,7 +829,9 @@ def evolve(
     ``refresh_timestamps`` every report row gets the new refresh time, as the real report does.
 
     Returns ``{"now": iso, "seed": seed, "counts": {category: n}, "ids": {category: [ids]}}``
-    with every category of :data:`EVOLVE_CATEGORIES`.
+    with every category of :data:`EVOLVE_CATEGORIES`, and ``"scope"`` (sim.scope_data.evolve_scope:
+    who signed in again, who started using the CLI, roles added and removed) when the tenant has
+    scope data.
     """
     rng = random.Random(seed)
     if now is None:
@@ -795,12 +931,17 @@ def evolve(
         kept = [{**r, "lastUpdatedDateTime": stamp} for r in kept]
     tenant.collections[USER_REGISTRATION_DETAILS] = kept
     tenant.touch()
-    return {
+    summary: dict[str, Any] = {
         "now": _iso(now),
         "seed": seed,
         "counts": {c: len(v) for c, v in ids.items()},
         "ids": ids,
     }
+    from sim import scope_data  # the scope signals, when the tenant has them (sim/scope_data.py)
+
+    if scope_data.has_scope_data(tenant):
+        summary["scope"] = scope_data.evolve_scope(tenant, seed, now, ids)
+    return summary
 
 
 def _tenant_domain(tenant: Tenant) -> str:

@@ -23,6 +23,7 @@ from shared.domain.census import Coverage, NightFigures
 from shared.domain.deltas import Change, ChangeKind
 from shared.domain.records import StoredUser, UserRecord, UserType, intern_methods
 from shared.domain.runs import RunStatus, SyncRun
+from shared.domain.scope import Phase, ScopeFacts
 
 USERS_TABLE = "MfaUsers"
 CHANGES_TABLE = "MfaChanges"
@@ -118,7 +119,117 @@ def user_entity(stored: StoredUser, *, run_id: str, changed_at: str) -> dict[str
     _put(entity, "ExternalUserState", r.external_user_state)
     _put(entity, "ReportUpdated", r.report_updated)
     _put(entity, "FirstSeen", stored.first_seen)
+    entity.update(scope_properties(r.scope))
     return entity
+
+
+# Scope facts on the state row: absent when the signals never ran for the user (``ScopeKnown``
+# absent = unknown). Lists are bounded by the scope rules (20 reasons of at most 120 characters,
+# at most 10 tools), so a user with many roles stays far below 64 KiB per property; how many
+# reasons were left out is ``ScopeMoreReasons``.
+def scope_properties(scope: ScopeFacts) -> dict[str, Any]:
+    if not scope.known:
+        return {}
+    props: dict[str, Any] = {
+        "ScopeKnown": True,
+        "ScopePhases": ",".join(p.value for p in scope.phases),
+        "ScopeReasons": json.dumps(list(scope.reasons), ensure_ascii=False, separators=(",", ":")),
+        "ScopeTools": ",".join(scope.tools),
+    }
+    if scope.more_reasons:
+        props["ScopeMoreReasons"] = scope.more_reasons
+    if scope.tool_last_seen:
+        props["ScopeToolLastSeen"] = json.dumps(dict(scope.tool_last_seen), separators=(",", ":"))
+    _put(props, "ScopeLastSeen", scope.last_seen)
+    _put(props, "ScopeExclusion", scope.exclusion)
+    _put(props, "ScopeExclusionCode", scope.exclusion_code)
+    _put(props, "HomeMfaTrusted", scope.home_mfa_trusted)
+    _put(props, "ScopeMfaSatisfied", scope.mfa_satisfied)
+    _put(props, "ScopeEverSignedIn", scope.ever_signed_in)
+    return props
+
+
+def _json_value(entity: Mapping[str, Any], name: str) -> Any:
+    raw = entity.get(name)
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _csv(entity: Mapping[str, Any], name: str) -> tuple[str, ...]:
+    raw = entity.get(name)
+    return tuple(v for v in raw.split(",") if v) if isinstance(raw, str) else ()
+
+
+# Most users share their scope facts exactly (out of scope; a guest with no other signal): one
+# object per distinct value keeps 100,000 remembered users' state compact.
+_SHARED_SCOPES: dict[ScopeFacts, ScopeFacts] = {}
+_UNKNOWN_SCOPE = ScopeFacts()
+
+
+def _shared(scope: ScopeFacts) -> ScopeFacts:
+    if scope.tool_last_seen:  # per-person times: not worth a lookup
+        return scope
+    shared = _SHARED_SCOPES.get(scope)
+    if shared is None:
+        if len(_SHARED_SCOPES) >= 4096:
+            return scope
+        _SHARED_SCOPES[scope] = shared = scope
+    return shared
+
+
+_SCOPE_PROPERTIES = (
+    "ScopePhases",
+    "ScopeReasons",
+    "ScopeTools",
+    "ScopeMoreReasons",
+    "ScopeLastSeen",
+    "ScopeExclusion",
+    "ScopeExclusionCode",
+    "HomeMfaTrusted",
+    "ScopeMfaSatisfied",
+    "ScopeEverSignedIn",
+)
+_DECODED: dict[tuple[Any, ...], ScopeFacts] = {}
+
+
+def scope_from_entity(entity: Mapping[str, Any]) -> ScopeFacts:
+    if entity.get("ScopeKnown") is not True:
+        return _UNKNOWN_SCOPE
+    if entity.get("ScopeToolLastSeen"):
+        return _scope_from_entity(entity)
+    # Rows without per-person times repeat a few values: decode each distinct one once.
+    raw = tuple(entity.get(name) for name in _SCOPE_PROPERTIES)
+    found = _DECODED.get(raw)
+    if found is None:
+        found = _shared(_scope_from_entity(entity))
+        if len(_DECODED) < 4096:
+            _DECODED[raw] = found
+    return found
+
+
+def _scope_from_entity(entity: Mapping[str, Any]) -> ScopeFacts:
+    phases = tuple(Phase(v) for v in _csv(entity, "ScopePhases") if v in Phase._value2member_map_)
+    reasons = _json_value(entity, "ScopeReasons")
+    seen = _json_value(entity, "ScopeToolLastSeen")
+    more = entity.get("ScopeMoreReasons")
+    return ScopeFacts(
+        known=True,
+        phases=phases,
+        reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else (),
+        tools=_csv(entity, "ScopeTools"),
+        last_seen=_opt_str(entity, "ScopeLastSeen"),
+        exclusion=_opt_str(entity, "ScopeExclusion"),
+        home_mfa_trusted=_opt_bool(entity, "HomeMfaTrusted"),
+        exclusion_code=_opt_str(entity, "ScopeExclusionCode"),
+        tool_last_seen=tuple(sorted((str(k), str(v)) for k, v in seen.items())) if isinstance(seen, dict) else (),
+        mfa_satisfied=_opt_bool(entity, "ScopeMfaSatisfied"),
+        more_reasons=more if isinstance(more, int) and not isinstance(more, bool) else 0,
+        ever_signed_in=_opt_bool(entity, "ScopeEverSignedIn"),
+    )
 
 
 def _opt_bool(entity: Mapping[str, Any], name: str) -> bool | None:
@@ -150,6 +261,7 @@ def stored_user_from_entity(entity: Mapping[str, Any], etag: str | None) -> Stor
         on_premises_sync=bool(entity.get("OnPremisesSync", False)),
         report_updated=_opt_str(entity, "ReportUpdated"),
         in_report=bool(entity.get("InReport", True)),
+        scope=scope_from_entity(entity),
     )
     return StoredUser(
         record=record,
@@ -223,6 +335,7 @@ def run_entity(run: SyncRun, *, index_pending: bool) -> dict[str, Any]:
     _put(entity, "Error", run.error[:4000] if run.error else None)
     for name, value in asdict(run.io).items():
         entity[_camel(name)] = value
+    entity.update(signal_properties(run))
     if run.figures:
         entity.update(figures_properties(run.figures))
     return entity
@@ -230,6 +343,22 @@ def run_entity(run: SyncRun, *, index_pending: bool) -> dict[str, Any]:
 
 def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
+
+
+def signal_properties(run: SyncRun) -> dict[str, Any]:
+    """Where the night's facts came from (``RegistrationSource`` report | per_user_methods, ...)."""
+    s = run.signals
+    return {
+        "RegistrationSource": s.registration_source.value,
+        "SignInSource": s.sign_in_source.value,
+        "SignInsRead": s.sign_ins_read,
+        "SignInUsers": s.sign_in_users,
+        "RoleAssignments": s.role_assignments,
+        "RoleEligibilities": s.role_eligibilities,
+        "AzureRbac": s.azure_rbac,
+        "AzureRoleAssignments": s.azure_role_assignments,
+        "PerUserLookups": s.per_user_lookups,
+    }
 
 
 def _coverage_properties(prefix: str, coverage: Coverage) -> dict[str, Any]:
@@ -262,6 +391,28 @@ def figures_properties(f: NightFigures) -> dict[str, Any]:
     props.update(_coverage_properties("Admin", f.admin_coverage))
     for kind, count in f.changes.items():
         props[f"Changed_{kind}"] = count
+    props.update(scope_figures_properties(f))
+    return props
+
+
+def scope_figures_properties(f: NightFigures) -> dict[str, Any]:
+    """In-scope figures (enabled accounts): ``InScope`` and its registration (``InScopeRegistered``
+    ...), the same per phase (``Phase1InScope``, ``Phase1Registered``, ``Phase1Unregistered``,
+    ``Phase1Unknown``, ``Phase1CoveragePercent``; ``Phase2...``), users in scope per reason kind
+    and excluded per code (JSON objects), and ``ScopeKnownUsers``."""
+    props: dict[str, Any] = {
+        "ScopeKnownUsers": f.scope_known,
+        "InScope": f.in_scope,
+        "ScopeReasons": json.dumps(f.scope_reasons),
+        "ScopeExcluded": json.dumps(f.excluded),
+        "ExcludedTotal": sum(f.excluded.values()),
+    }
+    props.update(_coverage_properties("InScope", f.in_scope_coverage))
+    for phase in Phase:
+        coverage = f.phase_coverage.get(phase.value, Coverage(0, 0, 0))
+        prefix = phase.value.capitalize()  # Phase1, Phase2
+        props[f"{prefix}InScope"] = coverage.registered + coverage.unregistered + coverage.unknown
+        props.update(_coverage_properties(prefix, coverage))
     return props
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from shared.domain.deltas import ChangeKind, UserUpdate
 from shared.domain.normalize import Skipped, unknown_methods
 from shared.domain.records import UserRecord
+from shared.domain.scope import Phase, in_scope, phases_of, reason_kind
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class NightFigures:
     silent_updates: int
     skipped: dict[str, int]
     unknown_methods: tuple[str, ...]
+    # Scope, among enabled accounts (in scope = enforcement applies; exclusions are counted apart
+    # and stay in the figures: an excluded break-glass account still needs MFA).
+    scope_known: int = 0  # users whose scope the signals computed (the rest fall back on isAdmin/guest)
+    in_scope: int = 0
+    in_scope_coverage: Coverage = field(default_factory=lambda: Coverage(0, 0, 0))
+    phase_coverage: dict[str, Coverage] = field(default_factory=dict)  # phase -> in-scope registration
+    scope_reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> in-scope users
+    excluded: dict[str, int] = field(default_factory=dict)  # exclusion code -> in-scope users
 
 
 @dataclass
@@ -63,6 +72,9 @@ class _Tally:
     def frozen(self) -> Coverage:
         return Coverage(self.registered, self.unregistered, self.unknown)
 
+    def frozen_counts(self) -> tuple[int, int, int]:
+        return self.registered, self.unregistered, self.unknown
+
 
 @dataclass
 class Census:
@@ -79,6 +91,11 @@ class Census:
     changes: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     unknown_method_names: set[str] = field(default_factory=set)
+    scope_known: int = 0
+    in_scope_tally: _Tally = field(default_factory=_Tally)
+    phase_tallies: dict[Phase, _Tally] = field(default_factory=lambda: {p: _Tally() for p in Phase})
+    scope_reasons: Counter[str] = field(default_factory=Counter)
+    excluded: Counter[str] = field(default_factory=Counter)
 
     def count_user(self, record: UserRecord) -> None:
         """Count tonight's record (after registration facts were carried forward)."""
@@ -96,6 +113,20 @@ class Census:
             self.admins_tally.add(record)
         self.everyone.add(record)
         (self.guests_tally if record.is_guest else self.members_tally).add(record)
+        self._count_scope(record)
+
+    def _count_scope(self, record: UserRecord) -> None:
+        scope = record.scope
+        if scope.known:
+            self.scope_known += 1
+        if not in_scope(record):
+            return
+        self.in_scope_tally.add(record)
+        for phase in phases_of(record):
+            self.phase_tallies[phase].add(record)
+        self.scope_reasons.update({reason_kind(r) for r in scope.reasons})
+        if scope.exclusion_code:
+            self.excluded[scope.exclusion_code] += 1
 
     def count_update(self, update: UserUpdate) -> None:
         if not update.changes:
@@ -123,4 +154,10 @@ class Census:
             silent_updates=self.silent_updates,
             skipped=dict(self.skipped),
             unknown_methods=tuple(sorted(self.unknown_method_names)),
+            scope_known=self.scope_known,
+            in_scope=sum(self.in_scope_tally.frozen_counts()),
+            in_scope_coverage=self.in_scope_tally.frozen(),
+            phase_coverage={p.value: t.frozen() for p, t in self.phase_tallies.items()},
+            scope_reasons=dict(sorted(self.scope_reasons.items())),
+            excluded=dict(sorted(self.excluded.items())),
         )

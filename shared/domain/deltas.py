@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from shared.domain.records import REGISTRATION_FIELDS, StoredUser, UserRecord
+from shared.domain.scope import ScopeFacts, last_seen_refresh_due
 
 
 class ChangeKind(StrEnum):
@@ -25,6 +26,8 @@ class ChangeKind(StrEnum):
     BECAME_ADMIN = "became_admin"
     NO_LONGER_ADMIN = "no_longer_admin"
     DELETED = "deleted"  # gone from the directory
+    ENTERED_SCOPE = "entered_scope"  # now in scope of a phase they were not in scope of
+    LEFT_SCOPE = "left_scope"  # no longer in scope of a phase they were in scope of
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +50,9 @@ class UserUpdate:
 
 
 def summary(record: UserRecord) -> dict[str, object]:
-    """The facts shown with a ``new``, ``restored`` or ``deleted`` change."""
-    return {
+    """The facts shown with a ``new``, ``restored`` or ``deleted`` change (with the scope phases
+    and reasons once the scope signals have run)."""
+    facts: dict[str, object] = {
         "upn": record.upn,
         "displayName": record.display_name,
         "userType": record.user_type.value,
@@ -57,6 +61,14 @@ def summary(record: UserRecord) -> dict[str, object]:
         "methods": list(record.methods),
         "isAdmin": record.is_admin,
     }
+    if record.scope.known:
+        facts.update(scope_summary(record.scope))
+    return facts
+
+
+def scope_summary(scope: ScopeFacts) -> dict[str, object]:
+    """The before/after of an ``entered_scope`` or ``left_scope`` change."""
+    return {"phases": [p.value for p in scope.phases], "reasons": list(scope.reasons)}
 
 
 def carry_registration_forward(previous: UserRecord, current: UserRecord) -> UserRecord:
@@ -96,6 +108,17 @@ def field_changes(previous: UserRecord, current: UserRecord) -> list[Change]:
         changes.append(Change(uid, ChangeKind.BECAME_ADMIN, {"isAdmin": False}, {"isAdmin": True}))
     elif previous.is_admin is True and current.is_admin is False:
         changes.append(Change(uid, ChangeKind.NO_LONGER_ADMIN, {"isAdmin": True}, {"isAdmin": False}))
+
+    # Scope moves between two computed states only: the signals running for the first time (or a
+    # run without them) is not a change of the person, like the report's first listing.
+    before, after = previous.scope, current.scope
+    if before.known and after.known:
+        gained = set(after.phases) - set(before.phases)
+        lost = set(before.phases) - set(after.phases)
+        if gained:
+            changes.append(Change(uid, ChangeKind.ENTERED_SCOPE, scope_summary(before), scope_summary(after)))
+        if lost:
+            changes.append(Change(uid, ChangeKind.LEFT_SCOPE, scope_summary(before), scope_summary(after)))
     return changes
 
 
@@ -109,7 +132,9 @@ def reconcile(previous: StoredUser | None, current: UserRecord, seen_at: str) ->
     if previous.deleted:
         changes: list[Change] = [Change(current.id, ChangeKind.RESTORED, summary(previous.record), summary(current))]
     else:
-        if current.tracked() == previous.record.tracked():
+        if current.tracked() == previous.record.tracked() and not last_seen_refresh_due(
+            previous.record.scope, current.scope
+        ):
             return None
         # A tracked field changed. Some changes (a new display name, UPN or address) are kept
         # silently: they update the stored state without an event in the history.

@@ -49,8 +49,9 @@ class UserRecord:
         return self.user_type is UserType.GUEST
 
     def tracked(self) -> tuple[object, ...]:
-        """The values whose change is worth a write."""
-        return tuple(getattr(self, name) for name in TRACKED_FIELDS)
+        """The values whose change is worth a write (of the scope facts, only the tracked ones:
+        a management sign-in's time moves every night; see ``ScopeFacts.tracked``)."""
+        return tuple(self.scope.tracked() if name == "scope" else getattr(self, name) for name in TRACKED_FIELDS)
 
     def without_report(self) -> UserRecord:
         return replace(self, in_report=False)

@@ -26,6 +26,34 @@ class IoFigures:
     table_reads: int = 0  # entities read
     table_writes: int = 0  # entities written
     table_batches: int = 0  # entity-group transactions submitted
+    arm_requests: int = 0  # Azure Resource Manager (Resource Graph) responses, retries included
+    arm_throttled: int = 0
+
+
+class RegistrationSource(StrEnum):
+    REPORT = "report"  # the registration report (Entra ID P1/P2)
+    PER_USER_METHODS = "per_user_methods"  # licence fallback: each in-scope user's methods
+
+
+class SignInSource(StrEnum):
+    LOGS = "logs"  # v1.0 interactive sign-ins (and beta non-interactive ones when enabled)
+    UNAVAILABLE = "unavailable_licence"  # the tenant has no P1/P2: scope kept from remembered sign-ins
+    OFF = "off"  # the run had no scope signals
+
+
+@dataclass(frozen=True)
+class SignalFigures:
+    """Where tonight's facts came from and how much evidence was read (for the run row)."""
+
+    registration_source: RegistrationSource = RegistrationSource.REPORT
+    sign_in_source: SignInSource = SignInSource.OFF
+    sign_ins_read: int = 0  # sign-ins to management apps read (interactive + non-interactive)
+    sign_in_users: int = 0  # distinct users among them
+    role_assignments: int = 0  # active Entra role assignments read
+    role_eligibilities: int = 0  # PIM eligibility instances read
+    azure_rbac: bool = False  # whether the Azure RBAC signal ran
+    azure_role_assignments: int = 0  # Resource Graph role assignment rows read
+    per_user_lookups: int = 0  # per-user calls (methods, sign-in activity, home tenants)
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,7 @@ class SyncRun:
     error: str | None = None
     figures: NightFigures | None = None
     io: IoFigures = field(default_factory=IoFigures)
+    signals: SignalFigures = field(default_factory=SignalFigures)
 
 
 def new_run_id(now: datetime) -> str:

@@ -1,13 +1,18 @@
 """The nightly sync: pull the directory and the registration report, record what changed.
 
     lease -> run row -> repair a crashed run's index -> load remembered users
-      -> pull the registration report (compact, keyed by user id)
-      -> stream /users page by page: normalise, join, reconcile with the remembered user
+      -> gather the scope signals (sign-ins, roles, RBAC, exclusion group, cross-tenant policy)
+      -> pull the registration report (compact, keyed by user id; on Entra ID Free, nothing:
+         the in-scope users' authentication methods are read one by one instead)
+      -> stream /users page by page: normalise, join, assess scope, reconcile with the
+         remembered user (the few users a per-user lookup must settle wait for it)
       -> only if the pull completed: deletions, then commit (state+events per user, atomically)
       -> night index -> coverage row -> run row -> release the lease
 
 Nothing is written for users before the whole pull has succeeded, so a pull that fails part way
-(an error, a 5xx storm, the time budget running out) leaves the stored state exactly as it was.
+(an error, a 5xx storm, the time budget running out, a scope signal that could not be read)
+leaves the stored state exactly as it was: no spurious ``deleted`` and no spurious ``left_scope``.
+Without scope sources (``scope=None``) the stored scope facts are carried unchanged.
 """
 
 from __future__ import annotations
@@ -17,22 +22,37 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from shared.adapters.graph import GraphLicenceError
 from shared.adapters.state_store import Lease, LeaseHeldError, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
 from shared.domain.normalize import (
     RegistrationFacts,
     Skipped,
+    person_from_graph,
     record_from_graph,
     registration_from_graph,
+    registration_from_methods,
     valid_id,
 )
-from shared.domain.records import StoredUser
-from shared.domain.runs import IoFigures, RunStatus, SyncRun, new_run_id, night_of
+from shared.domain.records import StoredUser, UserRecord
+from shared.domain.runs import (
+    IoFigures,
+    RegistrationSource,
+    RunStatus,
+    SignalFigures,
+    SignInSource,
+    SyncRun,
+    new_run_id,
+    night_of,
+)
+from shared.domain.scope import in_scope
+from shared.domain.scope_rules import Lookup, LookupResults, PersonFacts, ScopeSignals, assess
+from shared.jobs.scope_signals import GatherFigures, ScopeSources, bounded, ever_signed_in, gather_signals, tenant_id_of
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +94,7 @@ class _Pull:
     updates: list[UserUpdate]
     census: Census
     seen: set[str]
+    signals: SignalFigures = field(default_factory=SignalFigures)
 
 
 async def run_sync(
@@ -82,8 +103,11 @@ async def run_sync(
     *,
     options: SyncOptions = SyncOptions(),
     clock: Callable[[], datetime] = utc_now,
+    scope: ScopeSources | None = None,
 ) -> SyncRun:
-    """One sync. Always returns the run as recorded; never raises for a failed pull or write."""
+    """One sync. Always returns the run as recorded; never raises for a failed pull or write.
+
+    ``scope``: the scope signals' readers and options; None keeps the stored scope facts."""
     started = clock()
     run = SyncRun(run_id=new_run_id(started), night=night_of(started), started=started)
     try:
@@ -105,7 +129,7 @@ async def run_sync(
         previous = await store.load_users()
         try:
             async with asyncio.timeout(options.time_budget_seconds):
-                pull = await _pull(graph, previous, run.started.isoformat(), leases)
+                pull = await _pull(graph, previous, run.started.isoformat(), leases, scope, run.started)
         except TimeoutError:
             raise _PullFailed(
                 f"the pull did not finish within the time budget of {options.time_budget_seconds:g} s"
@@ -114,7 +138,7 @@ async def run_sync(
             raise
         except Exception as exc:
             raise _PullFailed(f"the pull failed: {type(exc).__name__}: {exc}") from exc
-        run = replace(run, pull_complete=True)
+        run = replace(run, pull_complete=True, signals=pull.signals)
 
         gone = deletions(previous.values(), pull.seen, run.started.isoformat())
         for update in gone:
@@ -139,7 +163,7 @@ async def run_sync(
         log.exception("sync run %s failed", run.run_id)
         run = replace(run, status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
 
-    run = replace(run, finished=clock(), io=_io_figures(graph, store))
+    run = replace(run, finished=clock(), io=_io_figures(graph, store, scope))
     try:
         if run.status is RunStatus.COMPLETED:
             await store.save_coverage(run)
@@ -167,22 +191,83 @@ class _LeaseKeeper:
             self._renewed = time.monotonic()
 
 
-async def _pull(graph: DirectorySource, previous: dict[str, StoredUser], seen_at: str, leases: _LeaseKeeper) -> _Pull:
-    census = Census()
-    registrations: dict[str, RegistrationFacts] = {}
-    async for page in graph.registration_details():
-        for row in page:
-            parsed = registration_from_graph(row)
-            if isinstance(parsed, Skipped):
-                census.count_skip(parsed)
-            elif parsed[0] in registrations:
-                census.count_skip(Skipped(parsed[0], "duplicate registration row"))
-            else:
-                registrations[parsed[0]] = parsed[1]
-        await leases.keep()
+@dataclass
+class _Deferred:
+    """A user whose facts wait for per-user lookups (and their remembered state)."""
 
-    updates: list[UserUpdate] = []
-    seen: set[str] = set()
+    record: UserRecord
+    person: PersonFacts
+    old: StoredUser | None
+    needs: frozenset[Lookup]
+    methods: bool  # licence fallback: read their authentication methods
+
+
+class _UserPass:
+    """Tonight's records, reconciled one by one as /users streams past."""
+
+    def __init__(self, previous: dict[str, StoredUser], seen_at: str) -> None:
+        self.previous, self.seen_at = previous, seen_at
+        self.census = Census()
+        self.updates: list[UserUpdate] = []
+        self.seen: set[str] = set()
+
+    def finish(self, record: UserRecord, old: StoredUser | None) -> None:
+        update = reconcile(old, record, self.seen_at)
+        if update is not None:
+            self.census.count_update(update)
+            self.updates.append(update)
+            self.census.count_user(update.stored.record)
+        elif old is not None:  # unchanged: the remembered record is tonight's record
+            self.census.count_user(old.record)
+
+
+async def _registrations(
+    graph: DirectorySource, census: Census, leases: _LeaseKeeper, fallback_ok: bool
+) -> dict[str, RegistrationFacts] | None:
+    """The report, compactly by user id; None when the tenant's licence forbids it and the
+    per-user fallback may stand in."""
+    registrations: dict[str, RegistrationFacts] = {}
+    try:
+        async for page in graph.registration_details():
+            for row in page:
+                parsed = registration_from_graph(row)
+                if isinstance(parsed, Skipped):
+                    census.count_skip(parsed)
+                elif parsed[0] in registrations:
+                    census.count_skip(Skipped(parsed[0], "duplicate registration row"))
+                else:
+                    registrations[parsed[0]] = parsed[1]
+            await leases.keep()
+    except GraphLicenceError:
+        if not fallback_ok:
+            raise
+        log.warning("the registration report needs Entra ID P1/P2: reading in-scope users' methods instead")
+        return None
+    return registrations
+
+
+async def _pull(
+    graph: DirectorySource,
+    previous: dict[str, StoredUser],
+    seen_at: str,
+    leases: _LeaseKeeper,
+    scope: ScopeSources | None = None,
+    now: datetime | None = None,
+) -> _Pull:
+    now = now or utc_now()
+    signals: ScopeSignals | None = None
+    gathered = GatherFigures(sign_in_source=SignInSource.OFF)
+    if scope is not None:
+        signals, gathered = await gather_signals(scope, now, leases.keep)
+    users = _UserPass(previous, seen_at)
+    census = users.census
+    registrations = await _registrations(
+        graph, census, leases, fallback_ok=scope is not None and scope.options.registration_fallback
+    )
+    fallback = registrations is None
+    registrations = registrations or {}
+
+    deferred: list[_Deferred] = []
     async for page in graph.users():
         for obj in page:
             user_id = valid_id(obj.get("id")) if isinstance(obj, dict) else None
@@ -191,25 +276,126 @@ async def _pull(graph: DirectorySource, previous: dict[str, StoredUser], seen_at
                 census.count_skip(record)
                 log.warning("skipped a user: %s", record.reason)
                 continue
-            if record.id in seen:
+            if record.id in users.seen:
                 census.count_skip(Skipped(record.id, "duplicate user id across pages"))
                 continue
-            seen.add(record.id)
+            users.seen.add(record.id)
             old = previous.get(record.id)
-            update = reconcile(old, record, seen_at)
-            if update is not None:
-                census.count_update(update)
-                updates.append(update)
-                census.count_user(update.stored.record)
-            elif old is not None:  # unchanged: the remembered record is tonight's record
-                census.count_user(old.record)
+            if scope is None or signals is None:
+                if old is not None:  # no signals tonight: the stored scope facts stand
+                    record = replace(record, scope=old.record.scope)
+                users.finish(record, old)
+                continue
+            person = person_from_graph(obj)
+            assessment = assess(
+                record,
+                person,
+                signals.for_user(record.id),
+                old.record.scope if old else None,
+                scope.options.policy,
+                signals.guest_trust,
+                now,
+            )
+            record = replace(record, scope=assessment.facts)
+            needs_methods = fallback and record.enabled and in_scope(record)
+            if assessment.needs or needs_methods:
+                deferred.append(_Deferred(record, person, old, assessment.needs, needs_methods))
+                continue
+            users.finish(record, old)
         await leases.keep()
-    return _Pull(updates, census, seen)
+
+    lookups = 0
+    if deferred and scope is not None and signals is not None:
+        lookups = await _settle(deferred, users, scope, signals, now)
+    return _Pull(
+        users.updates,
+        census,
+        users.seen,
+        SignalFigures(
+            registration_source=RegistrationSource.PER_USER_METHODS if fallback else RegistrationSource.REPORT,
+            sign_in_source=gathered.sign_in_source,
+            sign_ins_read=gathered.sign_ins_read,
+            sign_in_users=len(signals.sign_ins) if signals else 0,
+            role_assignments=gathered.role_assignments,
+            role_eligibilities=gathered.role_eligibilities,
+            azure_rbac=bool(scope and scope.options.azure_rbac and scope.arm is not None),
+            azure_role_assignments=gathered.azure_role_assignments,
+            per_user_lookups=gathered.lookups + lookups,
+        ),
+    )
 
 
-def _io_figures(graph: DirectorySource, store: StateStore) -> IoFigures:
+async def _settle(
+    deferred: list[_Deferred], users: _UserPass, scope: ScopeSources, signals: ScopeSignals, now: datetime
+) -> int:
+    """Make the per-user calls the deferred users need (bounded), then assess and reconcile them."""
+    graph, options = scope.graph, scope.options
+    calls = 0
+
+    # A guest's home tenant, once per domain.
+    domains = sorted({d.person.home_domain for d in deferred if Lookup.HOME_TENANT in d.needs and d.person.home_domain})
+    tenants: dict[str, str] = {}
+    if domains:
+        found = await bounded([lambda d=d: graph.tenant_by_domain(d) for d in domains], options.concurrency)  # type: ignore[misc]
+        tenants = {domain: tenant_id_of(info) for domain, info in zip(domains, found, strict=True)}
+        calls += len(domains)
+
+    activity_available = True
+
+    async def lookup(d: _Deferred) -> tuple[LookupResults, list[dict[str, Any]] | None]:
+        nonlocal activity_available, calls
+        ever: bool | None = None
+        if Lookup.SIGN_IN_ACTIVITY in d.needs and activity_available:
+            try:
+                ever = ever_signed_in(await graph.sign_in_activity(d.record.id))
+                calls += 1
+            except GraphLicenceError:
+                activity_available = False  # Entra ID Free: nobody is judged "never signed in"
+        home = tenants.get(d.person.home_domain or "") if Lookup.HOME_TENANT in d.needs else None
+        methods = None
+        if d.methods:
+            methods = await graph.authentication_methods(d.record.id)
+            calls += 1
+        return LookupResults(ever_signed_in=ever, home_tenant_id=home), methods
+
+    results = await bounded([lambda d=d: lookup(d) for d in deferred], options.concurrency)  # type: ignore[misc]
+    for d, (found, methods) in zip(deferred, results, strict=True):
+        record = d.record
+        if d.methods and methods is not None:
+            roles = signals.roles.get(record.id, ())
+            reg = registration_from_methods(methods, is_admin=bool(roles))
+            record = replace(
+                record,
+                mfa_registered=reg.mfa_registered,
+                mfa_capable=reg.mfa_capable,
+                is_admin=reg.is_admin,
+                methods=reg.methods,
+                default_method=reg.default_method,
+                report_updated=None,
+                in_report=True,
+            )
+        if d.needs:
+            assessment = assess(
+                record,
+                d.person,
+                signals.for_user(record.id),
+                d.old.record.scope if d.old else None,
+                options.policy,
+                signals.guest_trust,
+                now,
+                found,
+            )
+            record = replace(record, scope=assessment.facts)
+        users.finish(record, d.old)
+    return calls
+
+
+def _io_figures(graph: DirectorySource, store: StateStore, scope: ScopeSources | None = None) -> IoFigures:
     s, c = graph.stats, store.counters
+    arm = getattr(scope.arm, "stats", None) if scope is not None else None
     return IoFigures(
+        arm_requests=getattr(arm, "requests", 0),
+        arm_throttled=getattr(arm, "throttled", 0),
         graph_requests=s.requests,
         graph_throttled=s.throttled,
         graph_server_errors=s.server_errors,
@@ -246,7 +432,14 @@ def run_event(run: SyncRun) -> dict[str, Any]:
             coveragePercent=f.coverage.percent,
             changes=f.changes,
             skipped=sum(f.skipped.values()),
+            inScope=f.in_scope,
+            inScopeUnregistered=f.in_scope_coverage.unregistered,
+            scopeReasons=f.scope_reasons,
+            excluded=f.excluded,
         )
+    event.update(
+        registrationSource=run.signals.registration_source.value, signInSource=run.signals.sign_in_source.value
+    )
     return event
 
 
