@@ -2,6 +2,8 @@
 
 nightly_sync  timer %SYNC_SCHEDULE% -> shared.entrypoints.nightly_sync
               Graph (managed identity) -> diff with stored users -> Table Storage history
+nudge         timer %NUDGE_SCHEDULE% -> shared.entrypoints.nudge
+              due reminders -> methods re-check (Graph) -> ACS Email, each exactly once
 history_*     HTTP GET /api/users/{id_or_upn}/history, /api/changes, /api/unregistered,
               /api/coverage, /api/report (function key) -> shared.http_api
 """
@@ -17,6 +19,12 @@ app = func.FunctionApp()
 async def nightly_sync(timer: func.TimerRequest) -> None:
     """Pull every user's MFA registration and record what changed since last night."""
     await entrypoints.nightly_sync()
+
+
+@app.timer_trigger(schedule="%NUDGE_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+async def nudge(timer: func.TimerRequest) -> None:
+    """Email the MFA reminders that are due (dry run by default: record them, send nothing)."""
+    await entrypoints.nudge()
 
 
 # --- reading the history (HTTP, function key; see README "Reading the history") ---------------

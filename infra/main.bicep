@@ -52,6 +52,29 @@ param emailDataLocation string = 'Europe'
 ])
 param emailSenderRoleKind string = 'custom'
 
+@description('NCRONTAB schedule of the nudge job (reminder emails), in UTC; hourly by default.')
+param nudgeSchedule string = '0 15 * * * *'
+
+@description('true (default): the nudge job records who it would email and sends nothing. false: it sends. See docs/deploy.md, "Dry run".')
+@allowed([
+  'true'
+  'false'
+])
+param nudgeDryRun string = 'true'
+
+@description('Where the admin digest of each nudge run that emailed anyone goes (comma-separated addresses). Empty: no digest.')
+param nudgeDigestTo string = ''
+
+@description('Who people should contact with questions, as the reminder email says it (e.g. "the IT service desk, help@contoso.com"). Empty: the code\'s default.')
+param nudgeContact string = ''
+
+@description('Your organisation\'s name in the reminder emails. Empty: "your organisation".')
+param nudgeOrganization string = ''
+
+@description('Emails per minute and per hour the nudge job may send: about 5 and 10 on an Azure managed domain (the default), 30 and 100 to start on a custom domain.')
+param nudgeQuotaPerMinute string = '5'
+param nudgeQuotaPerHour string = '10'
+
 @description('Storage replication; the history tables cannot be rebuilt, so geo-redundant by default.')
 param storageSkuName string = 'Standard_GRS'
 
@@ -146,8 +169,7 @@ module communication 'app/communication.bicep' = {
 // list equal to SETTINGS, and a literal value equal to the setting's default (or empty, which the
 // code reads as its default). Platform settings
 // (AzureWebJobsStorage__*, APPLICATIONINSIGHTS_*) are added in app/function.bicep.
-// Nudge emails (issue 5) will add ACS_ENDPOINT: communication.outputs.endpoint,
-// EMAIL_SENDER_ADDRESS: communication.outputs.senderAddress and NUDGE_DRY_RUN: 'true'.
+// The nudge job's ACS endpoint and sender address come from app/communication.bicep's outputs.
 var appSettings = {
   SYNC_SCHEDULE: syncSchedule
   AUTH_MODE: 'managed_identity'
@@ -158,6 +180,34 @@ var appSettings = {
   GRAPH_MAX_RETRIES: '5'
   ENFORCEMENT_WAVES: enforcementWaves
   SYNC_TIME_BUDGET_SECONDS: '1500'
+  NUDGE_SCHEDULE: nudgeSchedule
+  NUDGE_DRY_RUN: nudgeDryRun
+  ACS_ENDPOINT: communication.outputs.endpoint
+  EMAIL_SENDER_ADDRESS: communication.outputs.senderAddress
+  NUDGE_QUOTA_PER_MINUTE: nudgeQuotaPerMinute
+  NUDGE_QUOTA_PER_HOUR: nudgeQuotaPerHour
+  NUDGE_CADENCE_DAYS: '30,14,7,3,1'
+  NUDGE_BLOCKED_INTERVAL_DAYS: '7'
+  NUDGE_BLOCKED_MAX: '4'
+  NUDGE_CONTACT: nudgeContact
+  NUDGE_ORGANIZATION: nudgeOrganization
+  NUDGE_DIGEST_TO: nudgeDigestTo
+  NUDGE_GUEST_TRUSTED: 'message'
+  NUDGE_TIME_BUDGET_SECONDS: '900'
+  SIGNIN_LOOKBACK_DAYS: '30'
+  SIGNIN_NON_INTERACTIVE: 'true'
+  SIGNIN_INCLUDE_ARM_RESOURCE: 'false'
+  SCOPE_SIGNIN_MEMORY_DAYS: '180'
+  SCOPE_GUESTS: 'true'
+  SCOPE_FILTERS: 'disabled,never_signed_in,directory_sync,service_accounts'
+  SCOPE_EXCLUSION_GROUP_ID: ''
+  SCOPE_EXCLUDED_UPN_PATTERNS: ''
+  // The Azure RBAC signal reads Resource Graph, which needs the Reader role this deployment grants.
+  SCOPE_AZURE_RBAC: empty(readerSubscriptionIds) ? 'false' : 'true'
+  AZURE_RBAC_MANAGEMENT_GROUPS: ''
+  ARM_BASE_URL: 'https://management.azure.com'
+  REGISTRATION_FALLBACK: 'true'
+  GRAPH_CONCURRENCY: '8'
 }
 // ==== APP SETTINGS: END ====
 

@@ -261,6 +261,23 @@ async def _sync(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+async def _nudge(args: argparse.Namespace, ctx: Context) -> int:
+    from shared.jobs.nudge import NudgeFailed
+
+    try:
+        run = await entrypoints.nudge(ctx.env)
+    except NudgeFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    done = f"would email {run.would_send}" if run.dry_run else f"emailed {run.sent}, {run.failed} failed"
+    print(
+        f"nudge {run.run_id}: {run.status.value}, {run.due} due, {done}, {run.cancelled} cancelled, "
+        f"{run.carried_over} carried over",
+        file=ctx.out,
+    )
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("history", "a user's current state and timeline", _history_args, _history),
     Command("changes", "what changed on a night", _changes_args, _changes),
@@ -268,6 +285,7 @@ COMMANDS: list[Command] = [
     Command("coverage", "the coverage series", _coverage_args, _coverage),
     Command("report", "write the HTML report", _report_args, _report),
     Command("sync", "run one nightly sync now", _no_args, _sync),
+    Command("nudge", "run the nudge job now (reminder emails; dry run unless NUDGE_DRY_RUN=false)", _no_args, _nudge),
 ]
 
 

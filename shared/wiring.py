@@ -11,17 +11,37 @@ from dataclasses import dataclass
 
 from azure.data.tables.aio import TableServiceClient
 
+from shared.adapters.arm import ArmReader
 from shared.adapters.credentials import build_credential
+from shared.adapters.email import EmailSender
 from shared.adapters.graph import GraphReader
 from shared.adapters.history_reader import HistoryReader
+from shared.adapters.reminder_ledger import ReminderLedger
 from shared.adapters.state_store import StateStore
 from shared.config import Settings
+from shared.jobs.scope_signals import ScopeSources, SignalOptions
 
 
 @dataclass(frozen=True)
 class Services:
     graph: GraphReader
     store: StateStore
+    scope: ScopeSources | None = None  # the scope signals' readers (Graph, and ARM when enabled)
+
+
+def scope_sources(settings: Settings, graph: GraphReader, arm: ArmReader | None) -> ScopeSources:
+    s = settings.scope
+    options = SignalOptions(
+        policy=s.policy,
+        non_interactive=s.non_interactive,
+        include_arm_resource=s.include_arm_resource,
+        azure_rbac=s.azure_rbac,
+        rbac_management_groups=s.rbac_management_groups,
+        exclusion_group_id=s.exclusion_group_id,
+        registration_fallback=s.registration_fallback,
+        concurrency=s.concurrency,
+    )
+    return ScopeSources(graph=graph, options=options, arm=arm)
 
 
 @asynccontextmanager
@@ -43,7 +63,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             max_retries=settings.graph_max_retries,
         )
         await stack.enter_async_context(graph)
-        yield Services(graph=graph, store=StateStore(tables))
+        arm: ArmReader | None = None
+        if settings.scope.azure_rbac:
+            arm = ArmReader(
+                credential,
+                base_url=settings.scope.arm_base_url,
+                page_size=settings.graph_page_size,
+                max_retries=settings.graph_max_retries,
+            )
+            await stack.enter_async_context(arm)
+        yield Services(graph=graph, store=StateStore(tables), scope=scope_sources(settings, graph, arm))
 
 
 @asynccontextmanager
@@ -64,3 +93,41 @@ async def open_reader(settings: Settings) -> AsyncIterator[HistoryReader]:
             tables = TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
         await stack.enter_async_context(tables)
         yield HistoryReader(tables)
+
+
+@dataclass(frozen=True)
+class NudgeServices:
+    graph: GraphReader
+    store: StateStore
+    ledger: ReminderLedger
+    email: EmailSender | None  # None: no ACS endpoint (allowed in dry run)
+
+
+@asynccontextmanager
+async def open_nudge_services(settings: Settings, *, email_verify: bool | str = True) -> AsyncIterator[NudgeServices]:
+    """The nudge job's clients: Tables, Graph (the methods re-check) and ACS Email, one credential.
+
+    ``email_verify``: a CA bundle for the ACS endpoint (the local simulator's test CA); True in Azure.
+    """
+    async with AsyncExitStack() as stack:
+        credential = build_credential(settings.auth_mode, settings.managed_identity_client_id)
+        await stack.enter_async_context(credential)
+        if settings.tables_connection_string:  # local development against Azurite only
+            tables = TableServiceClient.from_connection_string(settings.tables_connection_string)
+        else:
+            assert settings.tables_endpoint is not None  # Settings guarantees one of the two
+            tables = TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
+        await stack.enter_async_context(tables)
+        graph = GraphReader(
+            credential,
+            base_url=settings.graph_base_url,
+            page_size=settings.graph_page_size,
+            max_retries=settings.graph_max_retries,
+        )
+        await stack.enter_async_context(graph)
+        nudge = settings.nudge
+        email: EmailSender | None = None
+        if nudge.acs_endpoint and nudge.sender_address:
+            email = EmailSender(nudge.acs_endpoint, credential, nudge.sender_address, connection_verify=email_verify)
+            await stack.enter_async_context(email)
+        yield NudgeServices(graph=graph, store=StateStore(tables), ledger=ReminderLedger(tables), email=email)

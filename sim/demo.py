@@ -25,6 +25,7 @@ from shared.adapters.history_reader import ChangeEntry, HistoryReader
 from shared.domain.runs import SyncRun
 from sim.azurite import Azurite
 from sim.graph_server import GraphSimulator, Throttle
+from sim.scope_data import add_scope_data
 from sim.tenant import Tenant, evolve, generate_tenant
 
 OUTPUT = Path("demo-output")
@@ -47,6 +48,21 @@ def _describe_run(label: str, run: SyncRun, seconds: float) -> None:
     print(
         f"  Graph: {io.graph_requests} requests, {io.graph_throttled} throttled and retried · "
         f"Tables: {_n(io.table_reads)} read, {_n(io.table_writes)} written in {io.table_batches} transactions"
+    )
+    # Who will be locked out: in scope by phase (registered / not), why, and who is not nudged.
+    phases = " · ".join(
+        f"{phase}: {_n(c.registered)} registered, {_n(c.unregistered)} NOT registered, {_n(c.unknown)} unknown"
+        for phase, c in sorted(f.phase_coverage.items())
+    )
+    reasons = ", ".join(f"{kind} {_n(n)}" for kind, n in sorted(f.scope_reasons.items(), key=lambda kv: -kv[1]))
+    excluded = ", ".join(f"{code} {_n(n)}" for code, n in f.excluded.items()) or "none"
+    print(f"  In scope: {_n(f.in_scope)} enabled accounts ({phases})")
+    print(f"    why: {reasons or 'no signal'} · not nudged: {excluded}")
+    sig = run.signals
+    print(
+        f"    sources: registration {sig.registration_source.value}, sign-ins {sig.sign_in_source.value} "
+        f"({_n(sig.sign_ins_read)} read), {_n(sig.role_assignments)} role assignments, "
+        f"{_n(sig.azure_role_assignments)} Azure role assignments"
     )
 
 
@@ -114,6 +130,12 @@ async def _nights(args: argparse.Namespace, tenant: Tenant, azurite: Azurite, si
         "TABLES_CONNECTION_STRING": azurite.connection_string,
         "GRAPH_BASE_URL": sim.base_url,
         "GRAPH_PAGE_SIZE": "999",
+        # Azure RBAC from the simulator's Resource Graph, and the break-glass group as the exclusion group.
+        "SCOPE_AZURE_RBAC": "true",
+        "ARM_BASE_URL": sim.root_url,
+        "SCOPE_EXCLUSION_GROUP_ID": next(
+            (g["id"] for g in tenant.collection("groups") if g.get("displayName") == "Break glass accounts"), ""
+        ),
     }
     # The production credential path: ManagedIdentityCredential reads these, as on App Service.
     os.environ["IDENTITY_ENDPOINT"] = sim.identity_endpoint
@@ -123,8 +145,10 @@ async def _nights(args: argparse.Namespace, tenant: Tenant, azurite: Azurite, si
 
     for label, night in (("Night 1", today - timedelta(days=1)), ("Night 2", today)):
         if runs:
-            did = evolve(tenant, seed=args.seed + 1, churn=args.churn)
+            did = evolve(tenant, seed=args.seed + 1, churn=args.churn, now=night - timedelta(hours=3))
             summary = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in did["counts"].items() if n)
+            if "scope" in did:
+                summary += f", {len(did['scope']['started_cli'])} started using Azure CLI"
             print(f"\nDuring the day the tenant changed: {summary}.")
             # Show that throttling is survived: the report endpoint answers 429 once.
             sim.inject(path="/v1.0/reports", fault=Throttle(retry_after=1), times=1)
@@ -133,6 +157,57 @@ async def _nights(args: argparse.Namespace, tenant: Tenant, azurite: Azurite, si
         _describe_run(label, run, time.monotonic() - started)
         runs.append(run)
     await _report(azurite.connection_string, runs)
+
+
+# --- nudge emails: a dry run, then real sends through the ACS Email simulator --------------------
+
+
+def _nudge_demo(azurite: Azurite, sim: GraphSimulator) -> None:
+    from shared.domain.runs import RunStatus
+    from sim.acs_server import AcsEmailSimulator, to_eml
+
+    sender = "DoNotReply@contoso-demo.example"
+    now = [datetime.now(UTC).replace(hour=3, minute=15, second=0, microsecond=0)]
+
+    async def advance(seconds: float) -> None:  # quota waits pass in simulated time
+        now[0] += timedelta(seconds=seconds)
+
+    with AcsEmailSimulator(identity=sim, sender_address=sender, clock=lambda: now[0].timestamp()) as acs:
+        env = {
+            "AUTH_MODE": "managed_identity",
+            "TABLES_CONNECTION_STRING": azurite.connection_string,
+            "GRAPH_BASE_URL": sim.base_url,
+            "ACS_ENDPOINT": acs.endpoint,
+            "EMAIL_SENDER_ADDRESS": sender,
+            "NUDGE_ORGANIZATION": "Contoso",
+            "NUDGE_CONTACT": "the IT service desk (help@contoso.example)",
+            "NUDGE_DIGEST_TO": "it-admins@contoso.example",
+        }
+        print("\nReminder emails (the nudge job, ACS Email simulator at " + acs.endpoint + ")")
+        for label, overrides in (("dry run (the default)", {}), ("real run", {"NUDGE_DRY_RUN": "false"})):
+            run = asyncio.run(
+                entrypoints.nudge({**env, **overrides}, clock=lambda: now[0], sleep=advance, email_verify=acs.ca_file)
+            )
+            assert run.status is RunStatus.COMPLETED, run.error
+            done = f"would email {run.would_send}" if run.dry_run else f"emailed {run.sent}, {run.failed} failed"
+            print(
+                f"  {label}: {run.due} due, {done}, {run.cancelled} cancelled (registered meanwhile), "
+                f"{run.carried_over} carried over to the next hourly run (quota 5/minute, 10/hour); "
+                f"{run.not_emailed} in scope but not emailable (no address or excluded)"
+            )
+            now[0] += timedelta(minutes=5)
+        folder = OUTPUT / "emails"
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        for i, message in enumerate(acs.messages, 1):
+            name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in message.to[0][0])[:60]
+            (folder / f"{name}.eml").write_bytes(to_eml(message))
+            (folder / f"{name}.html").write_text(message.html, encoding="utf-8")
+        if acs.messages:
+            first = acs.messages[0]
+            print(f"  e.g. to {first.to[0][0]}: {first.subject}")
+        print(f"  {len(acs.messages)} emails (the admin digest included) written to {folder}/ as .eml and .html")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tenant = Tenant.from_json(args.tenant_json) if args.tenant_json else generate_tenant(args.users, seed=args.seed)
+    if not args.tenant_json:  # the scope signals: sign-ins, roles, groups, Azure RBAC, cross-tenant policy
+        night1 = datetime.now(UTC).replace(hour=2, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        add_scope_data(tenant, seed=args.seed, now=night1)
     OUTPUT.mkdir(exist_ok=True)
     tenant.to_json(OUTPUT / "tenant-night1.json")
     print("MFA readiness monitor: local demo (everything on 127.0.0.1, nothing leaves this machine)")
@@ -155,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         tenant.to_json(OUTPUT / "tenant-night2.json")
         print("\nThe readiness report, as `python -m shared.cli report` writes it:")
         cli.main(["report", "--connection-string", azurite.connection_string, "--output", str(OUTPUT / "report.html")])
+        _nudge_demo(azurite, sim)
     print(f"\nDone: Azurite and the simulator are stopped. Tenant snapshots are in {OUTPUT}/.")
     return 0
 

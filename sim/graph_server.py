@@ -46,7 +46,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from sim.tenant import COLLECTIONS, CollectionSpec, Tenant
+from shared.permissions import GRAPH_PERMISSIONS
+from sim import scope_server
+from sim.tenant import COLLECTIONS, SIGN_INS, CollectionSpec, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ MSI_PATH = "/msi/token"
 MSI_API_VERSION = "2019-08-01"
 JSON_TYPE = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 USER_READ_ROLES = frozenset({"User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"})
-DEFAULT_PERMISSIONS = frozenset({"User.Read.All", "AuditLog.Read.All"})
+# What the app's identity is granted in Azure: exactly shared/permissions.py.
+DEFAULT_PERMISSIONS = frozenset(GRAPH_PERMISSIONS)
+GRAPH_VERSIONS = ("v1.0", "beta")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -154,35 +158,70 @@ class _BadQuery(Exception):
 
 
 # ------------------------------------------------------------------------------------------------
-# $filter subset: <prop> eq <literal> [and <prop> eq <literal>]...
+# $filter subset: clauses joined by "and", each <prop> eq|ne|ge|le|gt|lt <literal> (a datetime
+# literal is unquoted, as Graph writes it) or <prop>/any(t: t eq '<value>') on a collection.
 # ------------------------------------------------------------------------------------------------
-_CLAUSE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)\s+eq\s+('(?:[^']|'')*'|true|false|null|-?\d+)\s*$")
+_LITERAL = r"('(?:[^']|'')*'|true|false|null|-?\d+|\d{4}-\d{2}-\d{2}T[0-9:.]+Z)"
+_CLAUSE = re.compile(rf"^\s*([A-Za-z][A-Za-z0-9]*)\s+(eq|ne|ge|le|gt|lt)\s+{_LITERAL}\s*$")
+_ANY = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)/any\(\s*(\w+)\s*:\s*\2\s+eq\s+('(?:[^']|'')*')\s*\)\s*$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T[0-9:.]+Z$")
+
+
+def _instant(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _compare(value: Any, op: str, literal: Any) -> bool:
+    if isinstance(literal, datetime):
+        at = _instant(value) if isinstance(value, str) else None
+        if at is None:
+            return False
+        value = at
+    elif isinstance(value, str):
+        value = value.casefold()
+    if op == "eq":
+        return bool(value == literal and type(value) is type(literal))
+    if op == "ne":
+        return bool(value != literal or type(value) is not type(literal))
+    if value is None or literal is None or type(value) is not type(literal):
+        return False
+    return bool({"ge": value >= literal, "le": value <= literal, "gt": value > literal, "lt": value < literal}[op])
 
 
 def _compile_filter(expression: str, spec: CollectionSpec) -> Callable[[dict[str, Any]], bool]:
-    tests: list[tuple[str, Any]] = []
+    tests: list[tuple[str, str, Any]] = []
     for clause in re.split(r"\s+and\s+", expression.strip()):
+        any_match = _ANY.match(clause)
+        if any_match and any_match.group(1) in spec.properties:
+            tests.append((any_match.group(1), "any", any_match.group(3)[1:-1].replace("''", "'").casefold()))
+            continue
         m = _CLAUSE.match(clause)
         if not m or m.group(1) not in spec.properties:
             raise _BadQuery("Request_UnsupportedQuery", f"Unsupported or invalid query filter clause: {clause}")
-        prop, raw = m.group(1), m.group(2)
+        prop, op, raw = m.group(1), m.group(2), m.group(3)
         literal: Any
         if raw.startswith("'"):
             literal = raw[1:-1].replace("''", "'").casefold()
+        elif _TIME.match(raw):
+            literal = _instant(raw)
         else:
             literal = {"true": True, "false": False, "null": None}.get(raw, raw)
             if isinstance(literal, str):
                 literal = int(literal)
-        tests.append((prop, literal))
+        tests.append((prop, op, literal))
 
     def predicate(obj: dict[str, Any]) -> bool:
         if not isinstance(obj, dict):
             return False
-        for prop, literal in tests:
+        for prop, op, literal in tests:
             value = obj.get(prop)
-            if isinstance(value, str):
-                value = value.casefold()
-            if value != literal or type(value) is not type(literal):
+            if op == "any":
+                if not isinstance(value, list) or literal not in {str(v).casefold() for v in value}:
+                    return False
+            elif not _compare(value, op, literal):
                 return False
         return True
 
@@ -387,12 +426,12 @@ class GraphSimulator:
         return None
 
     def _encoded(
-        self, spec: CollectionSpec, select: tuple[str, ...] | None, filter_text: str
+        self, spec: CollectionSpec, select: tuple[str, ...] | None, filter_text: str, version: str = "v1.0"
     ) -> tuple[list[dict[str, Any]], list[bytes | None], tuple[str, ...] | None]:
         """(objects after $filter, their per-object JSON cache, projected fields)."""
         objects = self.tenant.collections.get(spec.name, [])
         stamp = (self.tenant.revision, id(objects), len(objects))
-        key = (spec.name, select, filter_text)
+        key = (spec.name if version == "v1.0" else f"{spec.name}@{version}", select, filter_text)
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None and entry[0] == stamp:
@@ -402,7 +441,11 @@ class GraphSimulator:
             chosen = [o for o in objects if predicate(o)]
         else:
             chosen = list(objects)
+        if spec.name == SIGN_INS:
+            chosen = scope_server.sign_in_view(chosen, filter_text, version)
         fields = select if select is not None else spec.default_properties
+        if fields is None and spec.beta_only and version == "v1.0":
+            fields = tuple(sorted(spec.properties - spec.beta_only))
         encoded: list[bytes | None] = [None] * len(chosen)
         with self._lock:
             if any(k[0] == spec.name and v[0] != stamp for k, v in self._cache.items()):
@@ -410,8 +453,8 @@ class GraphSimulator:
             self._cache[key] = (stamp, chosen, encoded, fields)
         return chosen, encoded, fields
 
-    def _list(self, spec: CollectionSpec, query: dict[str, str]) -> _Response:
-        select = _parse_select(query, spec)
+    def _list(self, spec: CollectionSpec, query: dict[str, str], version: str = "v1.0") -> _Response:
+        select = _parse_select(query, spec, version)
         size = self.page_size
         if "$top" in query:
             try:
@@ -424,21 +467,20 @@ class GraphSimulator:
                     f"Invalid page size specified: '{query['$top']}'. Must be between 1 and {spec.max_top} inclusive.",
                 )
         offset = _decode_skiptoken(query.get("$skiptoken"), spec) if "$skiptoken" in query else 0
-        objects, encoded, fields = self._encoded(spec, select, query.get("$filter", ""))
+        objects, encoded, fields = self._encoded(spec, select, query.get("$filter", ""), version)
         end = min(offset + size, len(objects))
         for i in range(offset, end):
             if encoded[i] is None:
                 encoded[i] = _encode(objects[i], fields)
-        context = f"{self.base_url}/$metadata#{spec.path}"
+        base = f"{self.root_url}/{version}"
+        context = f"{base}/$metadata#{spec.path}"
         if select is not None:
             context += "(" + ",".join(select) + ")"
         parts = [b'{"@odata.context":', _ENCODER.encode(context).encode()]
         if end < len(objects):
             params = {k: v for k, v in query.items() if k != "$skiptoken"}
             params["$skiptoken"] = _encode_skiptoken(spec, end)
-            link = f"{self.base_url}/{spec.path}?" + "&".join(
-                f"{k}={quote(v, safe=_QUERY_SAFE)}" for k, v in params.items()
-            )
+            link = f"{base}/{spec.path}?" + "&".join(f"{k}={quote(v, safe=_QUERY_SAFE)}" for k, v in params.items())
             parts += [b',"@odata.nextLink":', _ENCODER.encode(link).encode()]
         parts += [b',"value":[', b",".join(e for e in encoded[offset:end] if e is not None), b"]}"]
         return _Response(200, b"".join(parts))
@@ -446,9 +488,13 @@ class GraphSimulator:
     def _get_one(self, spec: CollectionSpec, object_id: str, query: dict[str, str]) -> _Response:
         select = _parse_select(query, spec)
         fields = select if select is not None else spec.default_properties
+        if fields and "signInActivity" in fields:
+            scope_server.check_sign_in_activity(self)
         for obj in self.tenant.collections.get(spec.name, []):
             if isinstance(obj, dict) and obj.get("id") == object_id:
                 view = dict(obj) if fields is None else {f: obj.get(f) for f in fields}
+                if "signInActivity" in view:
+                    view["signInActivity"] = scope_server.sign_in_activity(obj)
                 body = {"@odata.context": f"{self.base_url}/$metadata#{spec.path}/$entity", **view}
                 return _Response(200, _ENCODER.encode(body).encode())
         raise _BadQuery(
@@ -473,6 +519,18 @@ class GraphSimulator:
                     "Neither tenant is B2C or tenant doesn't have premium license",
                     403,
                 )
+        if spec.permissions and not (self.permissions & set(spec.permissions)):
+            raise _BadQuery(
+                "Authorization_RequestDenied",
+                f"Insufficient privileges to complete the operation. Requires {spec.permissions[0]}.",
+                403,
+            )
+        if spec.premium and not self.premium:
+            raise _BadQuery(
+                "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                "Neither tenant is B2C or tenant doesn't have premium license",
+                403,
+            )
 
     def _graph(self, method: str, path: str, query: dict[str, str], headers: dict[str, str]) -> _Response:
         problem = self._check_token(headers.get("authorization"))
@@ -480,16 +538,61 @@ class GraphSimulator:
             raise _BadQuery("InvalidAuthenticationToken", problem, 401)
         if method != "GET":
             raise _BadQuery("Request_BadRequest", f"Method {method} is not supported here.", 405)
-        relative = path[len("/v1.0/") :].rstrip("/")
+        version, _, relative = path.lstrip("/").partition("/")
+        relative = relative.rstrip("/")
+        methods = self._authentication_methods(relative)  # nudge emails: see the section below
+        if methods is not None:
+            return methods
+        special = scope_server.route(self, version, relative, query)  # scope signals (sim/scope_server.py)
+        if special is not None:
+            return special
         for spec in COLLECTIONS.values():
+            if version not in spec.versions:
+                continue
             if relative == spec.path:
                 self._authorize(spec)
-                return self._list(spec, query)
+                return self._list(spec, query, version)
             if relative.startswith(spec.path + "/") and "/" not in relative[len(spec.path) + 1 :]:
                 self._authorize(spec)
                 return self._get_one(spec, relative[len(spec.path) + 1 :], query)
         segment = relative.split("/")[0]
         raise _BadQuery("BadRequest", f"Resource not found for the segment '{segment}'.", 400)
+
+    # -- nudge emails: per-user authentication methods, tokens for other resources -------------
+    def check_token_for(self, authorization: str | None, resource: str) -> str | None:
+        """None when ``authorization`` carries a live token issued here for ``resource`` (e.g.
+        ``https://communication.azure.com`` for the ACS simulator), else why not."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return "Access token is empty."
+        with self._lock:
+            entry = self._tokens.get(authorization[len("Bearer ") :].strip())
+        if entry is None:
+            return "Access token validation failure. Invalid token."
+        if entry[0].rstrip("/") != resource.rstrip("/"):
+            return "Access token validation failure. Invalid audience."
+        if entry[1] <= time.time():
+            return "Lifetime validation failed, the token is expired."
+        return None
+
+    def _authentication_methods(self, relative: str) -> _Response | None:
+        """``GET /users/{id}/authentication/methods``, derived from the user's report row (so a
+        test that registers someone in the report without a sync sees what Graph would say)."""
+        parts = relative.split("/")
+        if len(parts) != 4 or parts[0] != "users" or parts[2:] != ["authentication", "methods"]:
+            return None
+        if not self.permissions & METHODS_READ_ROLES:
+            raise _BadQuery(
+                "accessDenied", "Request Authorization failed: missing UserAuthenticationMethod.Read.All.", 403
+            )
+        user = self.tenant.user(parts[1])
+        if user is None:
+            raise _BadQuery("Request_ResourceNotFound", f"Resource '{parts[1]}' does not exist.", 404)
+        row = self.tenant.registration(parts[1]) or {}
+        body = {
+            "@odata.context": f"{self.base_url}/$metadata#users('{parts[1]}')/authentication/methods",
+            "value": _method_objects(row.get("methodsRegistered") or []),
+        }
+        return _Response(200, _ENCODER.encode(body).encode())
 
     def _token(self, query: dict[str, str], headers: dict[str, str]) -> _Response:
         if headers.get("x-identity-header") != self.identity_header:
@@ -523,6 +626,37 @@ class GraphSimulator:
 
 _QUERY_SAFE = "$,'()*:@=/"
 
+# --- nudge emails: the report's method names as /authentication/methods objects -----------------
+METHODS_READ_ROLES = frozenset({"UserAuthenticationMethod.Read.All", "UserAuthenticationMethod.ReadWrite.All"})
+_METHOD_TYPES = {
+    "microsoftAuthenticatorPush": "microsoftAuthenticatorAuthenticationMethod",
+    "microsoftAuthenticatorPasswordless": "microsoftAuthenticatorAuthenticationMethod",
+    "softwareOneTimePasscode": "softwareOathAuthenticationMethod",
+    "hardwareOneTimePasscode": "hardwareOathAuthenticationMethod",
+    "mobilePhone": "phoneAuthenticationMethod",
+    "alternateMobilePhone": "phoneAuthenticationMethod",
+    "officePhone": "phoneAuthenticationMethod",
+    "fido2": "fido2AuthenticationMethod",
+    "passKeyDeviceBound": "fido2AuthenticationMethod",
+    "passKeyDeviceBoundAuthenticator": "fido2AuthenticationMethod",
+    "passKeyDeviceBoundWindowsHello": "fido2AuthenticationMethod",
+    "windowsHelloForBusiness": "windowsHelloForBusinessAuthenticationMethod",
+    "email": "emailAuthenticationMethod",
+    "temporaryAccessPass": "temporaryAccessPassAuthenticationMethod",
+}
+
+
+def _method_objects(registered: list[str]) -> list[dict[str, str]]:
+    """Every cloud user has a password; then one object per registered method type."""
+    types = ["passwordAuthenticationMethod"]
+    for name in registered:
+        kind = _METHOD_TYPES.get(name)
+        if kind and kind not in types:
+            types.append(kind)
+    return [
+        {"@odata.type": f"#microsoft.graph.{kind}", "id": str(uuid.uuid5(uuid.NAMESPACE_OID, kind))} for kind in types
+    ]
+
 
 def _encode(obj: Any, fields: tuple[str, ...] | None) -> bytes:
     """One object as Graph writes it: compact UTF-8 JSON, selected properties (null if unset).
@@ -533,13 +667,13 @@ def _encode(obj: Any, fields: tuple[str, ...] | None) -> bytes:
     return _ENCODER.encode(view).encode("utf-8")
 
 
-def _parse_select(query: dict[str, str], spec: CollectionSpec) -> tuple[str, ...] | None:
+def _parse_select(query: dict[str, str], spec: CollectionSpec, version: str = "v1.0") -> tuple[str, ...] | None:
     raw = query.get("$select")
     if raw is None:
         return None
     names = [n.strip() for n in raw.split(",") if n.strip()]
     for name in names:
-        if name not in spec.properties:
+        if name not in spec.properties or (version == "v1.0" and name in spec.beta_only):
             raise _BadQuery("BadRequest", f"Could not find a property named '{name}' on type '{spec.entity_type}'.")
     if "id" not in names:
         names.insert(0, "id")
@@ -567,7 +701,7 @@ def _decode_skiptoken(token: str | None, spec: CollectionSpec) -> int:
 def _page_number(spec_path: str, query: dict[str, str], page_size: int) -> int | None:
     """1-based page of a listing request (None when not a listing)."""
     for spec in COLLECTIONS.values():
-        if spec_path == f"/v1.0/{spec.path}":
+        if spec_path in (f"/{v}/{spec.path}" for v in spec.versions):
             if "$skiptoken" not in query:
                 return 1
             try:
@@ -642,8 +776,7 @@ class _Handler(BaseHTTPRequestHandler):
                 query[f"${bare}"] = query.pop(bare)
         headers = {k.lower(): v for k, v in self.headers.items()}
         length = int(headers.get("content-length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         page = _page_number(path, query, sim.page_size)
         record = RequestRecord(
             method=method,
@@ -666,8 +799,10 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 if path == MSI_PATH and method == "GET":
                     response = sim._token(query, headers)
-                elif path.startswith("/v1.0/"):
+                elif path.startswith(("/v1.0/", "/beta/")):
                     response = sim._graph(method, path, query, headers)
+                elif path.startswith(scope_server.ARM_PREFIX):
+                    response = scope_server.arm(sim, method, path, query, headers, body)
                 else:
                     raise _BadQuery("BadRequest", f"Unknown path {path}.", 404)
             except _BadQuery as bad:

@@ -14,6 +14,11 @@ param principalId string
 var graphPermissions = [
   'AuditLog.Read.All'
   'User.Read.All'
+  'UserAuthenticationMethod.Read.All'
+  'RoleManagement.Read.Directory'
+  'GroupMember.Read.All'
+  'Policy.Read.All'
+  'CrossTenantInformation.ReadBasic.All'
 ]
 // ==== GRAPH PERMISSIONS: END ====
 

@@ -14,6 +14,13 @@ including the ones the retry handler retries, and updates :class:`GraphStats`.
 Connection failures (a dropped connection, a timeout) are not retried by msgraph; the reader
 retries the page itself, ``max_retries`` times, then raises :class:`GraphError`.
 
+Besides the directory and the registration report, the reader fetches the scope signals, one
+method per signal (sign-ins to the management apps, Entra role assignments and eligibility, group
+members, the cross-tenant access policy, a guest's home tenant) and the per-user calls of the
+licence fallback (a user's authentication methods, sign-in activity). Sign-ins are filtered on the
+server by app id and time and only the selected properties come back; the caller folds each page
+into per-user tallies, so no more than one page of sign-ins is ever held.
+
 Tokens are never logged: only endpoint paths, status codes, Graph error codes and request ids.
 """
 
@@ -24,11 +31,12 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 from azure.core.credentials_async import AsyncTokenCredential
@@ -43,6 +51,8 @@ from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOpt
 from msgraph_core import AzureIdentityAuthenticationProvider, BaseGraphRequestAdapter, GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 
+from shared.domain.management_apps import ManagementApp
+
 logger = logging.getLogger(__name__)
 
 GRAPH_SCOPE: Final = "https://graph.microsoft.com/.default"
@@ -53,6 +63,8 @@ MAX_RETRIES: Final = RetryHandlerOption.MAX_MAX_RETRIES  # 10, kiota's own ceili
 
 USERS_PATH: Final = "/users"
 REGISTRATION_PATH: Final = "/reports/authenticationMethods/userRegistrationDetails"
+# Per user, for the nudge job's re-check before a reminder goes out (the report lags a day or more).
+METHODS_PATH: Final = "/users/{id}/authentication/methods"
 
 USER_FIELDS: tuple[str, ...] = (
     "id",
@@ -84,7 +96,47 @@ REGISTRATION_FIELDS: tuple[str, ...] = (
 )
 
 LICENCE_ERROR_CODE: Final = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
-_REQUIRED_PERMISSION: Final = {USERS_PATH: "User.Read.All", REGISTRATION_PATH: "AuditLog.Read.All"}
+_REQUIRED_PERMISSION: Final = {
+    USERS_PATH: "User.Read.All",
+    REGISTRATION_PATH: "AuditLog.Read.All",
+    METHODS_PATH: "UserAuthenticationMethod.Read.All",
+    # the scope signals (shared/permissions.py says why each)
+    "/auditLogs/signIns": "AuditLog.Read.All",
+    "/roleManagement/directory/": "RoleManagement.Read.Directory",
+    "/groups": "GroupMember.Read.All",
+    "/policies/crossTenantAccessPolicy/": "Policy.Read.All",
+    "/tenantRelationships/": "CrossTenantInformation.ReadBasic.All",
+    "/users/{id}?$select=signInActivity": "AuditLog.Read.All",
+}
+
+# The scope signals' endpoints and the properties read from each.
+SIGN_INS_PATH: Final = "/auditLogs/signIns"
+ROLE_ASSIGNMENTS_PATH: Final = "/roleManagement/directory/roleAssignments"
+ROLE_ELIGIBILITY_PATH: Final = "/roleManagement/directory/roleEligibilityScheduleInstances"
+ROLE_DEFINITIONS_PATH: Final = "/roleManagement/directory/roleDefinitions"
+GROUPS_PATH: Final = "/groups"
+CTAP_DEFAULT_PATH: Final = "/policies/crossTenantAccessPolicy/default"
+CTAP_PARTNERS_PATH: Final = "/policies/crossTenantAccessPolicy/partners"
+TENANT_BY_DOMAIN_PATH: Final = "/tenantRelationships/findTenantInformationByDomainName"
+# $select is not listed for signIns (only $filter/$top/$skiptoken) but Graph honours it; were it
+# ignored, the parser would just see more fields.
+SIGN_IN_FIELDS: tuple[str, ...] = (
+    "id",
+    "createdDateTime",
+    "userId",
+    "appId",
+    "resourceId",
+    "isInteractive",
+    "authenticationRequirement",
+    "status",
+)
+ROLE_ASSIGNMENT_FIELDS: tuple[str, ...] = ("id", "principalId", "roleDefinitionId", "directoryScopeId")
+ROLE_DEFINITION_FIELDS: tuple[str, ...] = ("id", "displayName", "templateId", "isBuiltIn")
+GROUP_FIELDS: tuple[str, ...] = ("id", "displayName")
+MEMBER_FIELDS: tuple[str, ...] = ("id",)
+PARTNER_FIELDS: tuple[str, ...] = ("tenantId", "inboundTrust")
+SIGN_IN_PAGE_MAX: Final = 1000  # signIns allow up to 1,000 per page
+_QUERY_SAFE: Final = "$,'()*:@=/"
 _PERMISSION_IN_MESSAGE: Final = re.compile(r"\b([A-Z][A-Za-z]+\.[A-Z][A-Za-z]+(?:\.[A-Z][A-Za-z]+)*)\b")
 
 
@@ -119,11 +171,12 @@ class GraphError(Exception):
 
 
 class GraphLicenceError(GraphError):
-    """403 ``Authentication_RequestFromNonPremiumTenantOrB2CTenant``: needs Entra ID P1/P2."""
+    """403 ``Authentication_RequestFromNonPremiumTenantOrB2CTenant``: needs Entra ID P1/P2 (the
+    registration report, sign-in logs, users' signInActivity)."""
 
 
 class GraphPermissionError(GraphError):
-    """403 for a missing application permission (``User.Read.All`` / ``AuditLog.Read.All``)."""
+    """403 for a missing application permission (the one the endpoint needs is named)."""
 
     def __init__(self, message: str, *, permission: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -164,28 +217,51 @@ class _RawResponse(ResponseHandler):
 _RAW_RESPONSE = ResponseHandlerOption(_RawResponse())
 
 
-def _check_base_url(base_url: str) -> tuple[str, str]:
+def _check_base_url(base_url: str, what: str = "Graph") -> tuple[str, str]:
     """(normalised base URL, host) or ValueError for anything but https / local http."""
     parts = urlsplit(base_url.rstrip("/"))
     host = (parts.hostname or "").lower()
     if not host or parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError(f"Invalid Graph base URL {base_url!r}")
+        raise ValueError(f"Invalid {what} base URL {base_url!r}")
     if parts.scheme == "http":
         if host not in LOCAL_HOSTS:
             raise ValueError(
-                f"Refusing plain http for Graph base URL {base_url!r}: http is only allowed for "
+                f"Refusing plain http for {what} base URL {base_url!r}: http is only allowed for "
                 "127.0.0.1, localhost and ::1 (the local simulator); use https."
             )
     elif parts.scheme != "https":
-        raise ValueError(f"Graph base URL {base_url!r} must use https")
+        raise ValueError(f"{what} base URL {base_url!r} must use https")
     return parts.geturl(), host
 
 
-class GraphReader:
-    """Pages through Graph collections as raw JSON, one page (the ``value`` list) at a time.
+def _permission_for(endpoint: str) -> str:
+    key = endpoint.split(" ")[0]
+    best = max((k for k in _REQUIRED_PERMISSION if key.startswith(k)), key=len, default=None)
+    return _REQUIRED_PERMISSION[best] if best else "unknown"
 
-    ``credential`` is not closed by :meth:`aclose`: the caller owns it.
+
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    """OData options percent-encoded the way Graph documents them (``$`` and quotes kept)."""
+    return "&".join(f"{name}={quote(value, safe=_QUERY_SAFE)}" for name, value in params)
+
+
+def odata_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _odata_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class JsonApiReader:
+    """The msgraph HTTP stack (auth, retry, counting) for one JSON API: raw pages and objects.
+
+    Subclasses name the API: :class:`GraphReader` here, ``shared.adapters.arm.ArmReader`` for
+    Azure Resource Manager. ``credential`` is not closed by :meth:`aclose`: the caller owns it.
     """
+
+    API_NAME = "Graph"
+    SCOPE = GRAPH_SCOPE
 
     def __init__(
         self,
@@ -198,7 +274,7 @@ class GraphReader:
         ssl_verify: ssl.SSLContext | str | bool = True,
         timeout_seconds: float = 100.0,
     ) -> None:
-        self._base_url, self._host = _check_base_url(base_url)
+        self._base_url, self._host = _check_base_url(base_url, self.API_NAME)
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         if not 0 <= max_retries <= MAX_RETRIES:
@@ -226,19 +302,9 @@ class GraphReader:
         middleware = KiotaClientFactory.get_default_middleware({RetryHandlerOption.get_key(): retry})
         middleware += [GraphTelemetryHandler(), _CountingMiddleware(self.stats)]
         self._client = GraphClientFactory.create_with_custom_middleware(middleware=middleware, client=client)
-        auth = AzureIdentityAuthenticationProvider(credential, scopes=[GRAPH_SCOPE], allowed_hosts=[self._host])
+        auth = AzureIdentityAuthenticationProvider(credential, scopes=[self.SCOPE], allowed_hosts=[self._host])
         self._adapter = BaseGraphRequestAdapter(auth, http_client=self._client)
         self._closed = False
-
-    # -- public API -----------------------------------------------------------------------------
-    def users(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """``GET /users`` with :data:`USER_FIELDS`: yields each page's ``value`` list."""
-        return self._pages(USERS_PATH, USER_FIELDS)
-
-    def registration_details(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """``GET /reports/authenticationMethods/userRegistrationDetails`` (needs P1/P2 and
-        ``AuditLog.Read.All``) with :data:`REGISTRATION_FIELDS`, one page at a time."""
-        return self._pages(REGISTRATION_PATH, REGISTRATION_FIELDS)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -247,7 +313,7 @@ class GraphReader:
         await self._client.aclose()
         await self._transport.aclose()
 
-    async def __aenter__(self) -> GraphReader:
+    async def __aenter__(self) -> JsonApiReader:
         return self
 
     async def __aexit__(
@@ -259,26 +325,68 @@ class GraphReader:
         await self.aclose()
 
     # -- internals ------------------------------------------------------------------------------
-    async def _pages(self, path: str, fields: tuple[str, ...]) -> AsyncGenerator[list[dict[str, Any]], None]:
-        url: str | None = f"{self._base_url}{path}?$select={','.join(fields)}&$top={self._page_size}"
+    def _url(self, path: str, params: Sequence[tuple[str, str]] = (), base: str | None = None) -> str:
+        url = f"{base or self._base_url}{path}"
+        return f"{url}?{query_string(params)}" if params else url
+
+    async def _pages(
+        self,
+        path: str,
+        fields: tuple[str, ...],
+        *,
+        filter_text: str | None = None,
+        top: int | None = None,
+        base: str | None = None,
+        endpoint: str | None = None,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        params = [("$select", ",".join(fields))]
+        if filter_text:
+            params.append(("$filter", filter_text))
+        params.append(("$top", str(top or self._page_size)))
+        url: str | None = self._url(path, params, base)
+        endpoint = endpoint or path
         number = 0
         while url is not None:
             number += 1
-            response = await self._fetch(url, path)
-            page, url = self._parse(response, path, number)
+            response = await self._fetch(url, endpoint)
+            page, url = self._parse(response, endpoint, number)
             del response
             self.stats.pages += 1
-            logger.debug("Graph %s page %d: %d objects", path, number, len(page))
+            logger.debug("%s %s page %d: %d objects", self.API_NAME, endpoint, number, len(page))
             yield page
             del page  # hold at most one page
 
-    async def _fetch(self, url: str, endpoint: str) -> httpx.Response:
+    async def _object(self, url: str, endpoint: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """One JSON object (not a collection); None for a 404 when ``missing_ok``."""
+        response = await self._fetch(url, endpoint)
+        if missing_ok and response.status_code == 404:
+            return None
+        if not 200 <= response.status_code < 300:
+            raise self._error(response, endpoint)
+        try:
+            data = json.loads(response.content)
+        except ValueError as exc:
+            raise GraphDataError(
+                f"{self.API_NAME} GET {endpoint}: body is not JSON ({exc})",
+                endpoint=endpoint,
+                status=response.status_code,
+            ) from None
+        if not isinstance(data, dict):
+            raise GraphDataError(f"{self.API_NAME} GET {endpoint}: not a JSON object", endpoint=endpoint)
+        return data
+
+    async def _fetch(self, url: str, endpoint: str, body: bytes | None = None) -> httpx.Response:
+        """GET (or POST ``body`` as JSON), retrying dropped connections; the retry handler
+        underneath retries 429/503/504."""
+        verb = "GET" if body is None else "POST"
         failures = 0
         while True:
             info = RequestInformation()
-            info.http_method = Method.GET
+            info.http_method = Method.GET if body is None else Method.POST
             info.url = url
             info.headers.try_add("Accept", "application/json")
+            if body is not None:
+                info.set_stream_content(body, "application/json")
             info.add_request_options([_RAW_RESPONSE])
             try:
                 response = await self._adapter.send_primitive_async(info, "bytes", None)
@@ -287,13 +395,15 @@ class GraphReader:
                 failures += 1
                 if failures > self._max_retries:
                     raise GraphError(
-                        f"Graph GET {endpoint} failed: connection error {type(exc).__name__} "
+                        f"{self.API_NAME} {verb} {endpoint} failed: connection error {type(exc).__name__} "
                         f"({exc}) after {self._max_retries} retries",
                         endpoint=endpoint,
                     ) from exc
                 delay = min(self._retry_delay * 2 ** (failures - 1), 60.0)
                 logger.warning(
-                    "Graph GET %s: %s, retry %d/%d in %.1fs",
+                    "%s %s %s: %s, retry %d/%d in %.1fs",
+                    self.API_NAME,
+                    verb,
                     endpoint,
                     type(exc).__name__,
                     failures,
@@ -304,7 +414,7 @@ class GraphReader:
                 continue
             except ClientAuthenticationError as exc:
                 raise GraphError(
-                    f"Graph GET {endpoint} failed: could not get a token for {GRAPH_SCOPE}: {exc.message}",
+                    f"{self.API_NAME} {verb} {endpoint} failed: could not get a token for {self.SCOPE}: {exc.message}",
                     endpoint=endpoint,
                 ) from exc
             return cast(httpx.Response, response)
@@ -312,7 +422,7 @@ class GraphReader:
     def _parse(self, response: httpx.Response, endpoint: str, number: int) -> tuple[list[dict[str, Any]], str | None]:
         if not 200 <= response.status_code < 300:
             raise self._error(response, endpoint)
-        where = f"Graph GET {endpoint} page {number}"
+        where = f"{self.API_NAME} GET {endpoint} page {number}"
         try:
             data = json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -348,7 +458,7 @@ class GraphReader:
         # non-object is skipped and counted there rather than failing the whole night).
         return cast(list[dict[str, Any]], value), next_link
 
-    def _error(self, response: httpx.Response, endpoint: str) -> GraphError:
+    def _error(self, response: httpx.Response, endpoint: str, verb: str = "GET") -> GraphError:
         status = response.status_code
         code: str | None = None
         message = ""
@@ -365,7 +475,7 @@ class GraphReader:
                     request_id = inner["request-id"]
         except ValueError:
             message = response.text[:200]
-        text = f"Graph GET {endpoint} failed: HTTP {status}"
+        text = f"{self.API_NAME} {verb} {endpoint} failed: HTTP {status}"
         if code:
             text += f" {code}"
         if message:
@@ -381,10 +491,10 @@ class GraphReader:
             "request_id": request_id,
         }
         if status == 403 and code == LICENCE_ERROR_CODE:
-            return GraphLicenceError(text + ". This report needs Microsoft Entra ID P1 or P2 in the tenant.", **details)
+            return GraphLicenceError(text + ". This needs Microsoft Entra ID P1 or P2 in the tenant.", **details)
         if status == 403:  # app-only callers get 403 for missing application permissions
             named = _PERMISSION_IN_MESSAGE.search(message)
-            permission = named.group(1) if named else _REQUIRED_PERMISSION.get(endpoint, "unknown")
+            permission = named.group(1) if named else _permission_for(endpoint)
             return GraphPermissionError(
                 text + f". Grant the app's identity the Microsoft Graph application permission "
                 f"{permission} (with admin consent).",
@@ -392,3 +502,110 @@ class GraphReader:
                 **details,
             )
         return GraphError(text, **details)
+
+
+class GraphReader(JsonApiReader):
+    """Pages through Graph collections as raw JSON, one page (the ``value`` list) at a time."""
+
+    # -- the directory and the registration report --------------------------------------------
+    def users(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """``GET /users`` with :data:`USER_FIELDS`: yields each page's ``value`` list."""
+        return self._pages(USERS_PATH, USER_FIELDS)
+
+    def registration_details(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """``GET /reports/authenticationMethods/userRegistrationDetails`` (needs P1/P2 and
+        ``AuditLog.Read.All``) with :data:`REGISTRATION_FIELDS`, one page at a time."""
+        return self._pages(REGISTRATION_PATH, REGISTRATION_FIELDS)
+
+    # -- scope signals --------------------------------------------------------------------------
+    @property
+    def beta_url(self) -> str:
+        """The beta root next to the configured v1.0 root (same host)."""
+        base = self._base_url
+        return base[: -len("/v1.0")] + "/beta" if base.endswith("/v1.0") else base
+
+    def sign_ins(
+        self, app: ManagementApp, since: datetime, *, non_interactive: bool = False
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Sign-ins to one management app since ``since`` (``AuditLog.Read.All``, Entra ID P1/P2).
+
+        Interactive sign-ins come from v1.0. Non-interactive ones exist only in beta, filtered
+        with ``signInEventTypes/any(t: t eq 'nonInteractiveUser')`` (beta has no SLA: they are an
+        optional signal, SIGNIN_NON_INTERACTIVE). Filtering is on the server: the app (by
+        ``appId``, or ``resourceId`` for ARM) and ``createdDateTime ge``.
+        """
+        clauses = [f"{app.match.value} eq {odata_literal(app.app_id)}", f"createdDateTime ge {_odata_time(since)}"]
+        if non_interactive:
+            clauses.append("signInEventTypes/any(t: t eq 'nonInteractiveUser')")
+        return self._pages(
+            SIGN_INS_PATH,
+            SIGN_IN_FIELDS,
+            filter_text=" and ".join(clauses),
+            top=min(SIGN_IN_PAGE_MAX, max(self._page_size, 1)),
+            base=self.beta_url if non_interactive else None,
+            endpoint=SIGN_INS_PATH + (" (beta, non-interactive)" if non_interactive else ""),
+        )
+
+    def role_assignments(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Active Entra role assignments, PIM activations included (``RoleManagement.Read.Directory``)."""
+        return self._pages(ROLE_ASSIGNMENTS_PATH, ROLE_ASSIGNMENT_FIELDS)
+
+    def role_eligibilities(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """PIM-eligible Entra role instances (``RoleManagement.Read.Directory`` covers them too)."""
+        return self._pages(ROLE_ELIGIBILITY_PATH, ROLE_ASSIGNMENT_FIELDS)
+
+    def role_definitions(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        return self._pages(ROLE_DEFINITIONS_PATH, ROLE_DEFINITION_FIELDS)
+
+    def role_assignable_groups(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Groups that can hold Entra roles: the only groups a role assignment can name
+        (``GroupMember.Read.All``)."""
+        return self._pages(GROUPS_PATH, GROUP_FIELDS, filter_text="isAssignableToRole eq true")
+
+    def group_members(self, group_id: str) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """A group's transitive members (``@odata.type`` tells users from the rest)."""
+        path = f"{GROUPS_PATH}/{quote(group_id, safe='')}/transitiveMembers"
+        return self._pages(path, MEMBER_FIELDS, endpoint=f"{GROUPS_PATH}/{{id}}/transitiveMembers")
+
+    async def cross_tenant_default(self) -> dict[str, Any]:
+        """The cross-tenant access policy's default (``Policy.Read.All``)."""
+        found = await self._object(self._url(CTAP_DEFAULT_PATH), CTAP_DEFAULT_PATH)
+        return found or {}
+
+    def cross_tenant_partners(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        return self._pages(CTAP_PARTNERS_PATH, PARTNER_FIELDS)
+
+    async def tenant_by_domain(self, domain: str) -> dict[str, Any] | None:
+        """``findTenantInformationByDomainName``: the tenant behind a domain; None when no Entra
+        tenant owns it (``CrossTenantInformation.ReadBasic.All``)."""
+        url = self._url(f"{TENANT_BY_DOMAIN_PATH}(domainName={quote(odata_literal(domain), safe=_QUERY_SAFE)})")
+        return await self._object(url, TENANT_BY_DOMAIN_PATH, missing_ok=True)
+
+    # -- per-user calls (bounded by the caller) ---------------------------------------------------
+    async def authentication_methods(self, user_id: str) -> list[dict[str, Any]] | None:
+        """``GET /users/{id}/authentication/methods`` (``UserAuthenticationMethod.Read.All``; works
+        on Entra ID Free). None when the user no longer exists."""
+        path = f"{USERS_PATH}/{quote(user_id, safe='')}/authentication/methods"
+        endpoint = METHODS_PATH
+        methods: list[dict[str, Any]] = []
+        url: str | None = self._url(path)
+        number = 0
+        while url is not None:
+            number += 1
+            response = await self._fetch(url, endpoint)
+            if response.status_code == 404:
+                return None
+            page, url = self._parse(response, endpoint, number)
+            methods.extend(page)
+        return methods
+
+    async def sign_in_activity(self, user_id: str) -> dict[str, Any] | None:
+        """A user's ``signInActivity`` (``AuditLog.Read.All`` + ``User.Read.All``, Entra ID P1/P2):
+        the last interactive and non-interactive sign-in, whatever the app. None when gone."""
+        path = f"{USERS_PATH}/{quote(user_id, safe='')}"
+        url = self._url(path, [("$select", "id,signInActivity")])
+        found = await self._object(url, "/users/{id}?$select=signInActivity", missing_ok=True)
+        if found is None:
+            return None
+        activity = found.get("signInActivity")
+        return activity if isinstance(activity, dict) else {}
