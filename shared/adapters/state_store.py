@@ -207,8 +207,8 @@ class StateStore:
         by_shard: dict[str, list[UserUpdate]] = defaultdict(list)
         for update in updates:
             by_shard[schema.shard_of(update.stored.record.id)].append(update)
-        for _shard, shard_updates in sorted(by_shard.items()):
-            for operations, timeline_rows in _batches(shard_updates, run, seen_at):
+        for shard in sorted(by_shard):
+            for operations, timeline_rows in _batches(by_shard[shard], run, seen_at):
                 await self._submit(operations)
                 yield timeline_rows
 

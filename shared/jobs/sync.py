@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
-from shared.adapters.state_store import Lease, LeaseHeldError, StateStore
+from shared.adapters.state_store import MAX_BATCH, Lease, LeaseHeldError, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
 from shared.domain.normalize import (
@@ -146,15 +146,21 @@ async def run_sync(
         pull.updates.extend(gone)
         del previous  # the remembered state is no longer needed: free it before writing
 
-        committed: list[dict[str, Any]] = []
+        unindexed: list[dict[str, Any]] = []
         index_pending = True
         try:
             async for rows in store.commit_updates(pull.updates, run, run.started.isoformat()):
-                committed.extend(rows)
+                # Index committed rows as they come, in full transactions, so a first night of
+                # 100,000 new users never holds all their event rows at once.
+                unindexed.extend(rows)
+                if len(unindexed) >= MAX_BATCH:
+                    full = len(unindexed) - len(unindexed) % MAX_BATCH
+                    await store.write_night_index(unindexed[:full])
+                    del unindexed[:full]
                 await leases.keep()
         finally:
             # Index whatever committed, even when a later batch failed.
-            await store.write_night_index(committed)
+            await store.write_night_index(unindexed)
             index_pending = False
         run = replace(run, status=RunStatus.COMPLETED, figures=pull.census.figures())
     except _PullFailed as exc:
