@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters.arm import ArmReader
@@ -20,6 +21,26 @@ from shared.adapters.reminder_ledger import ReminderLedger
 from shared.adapters.state_store import StateStore
 from shared.config import Settings
 from shared.jobs.scope_signals import ScopeSources, SignalOptions
+
+
+def _credential(settings: Settings) -> AsyncTokenCredential:
+    return build_credential(settings.auth_mode, settings.managed_identity_client_id)
+
+
+def _tables(settings: Settings, credential: AsyncTokenCredential | None) -> TableServiceClient:
+    if settings.tables_connection_string:  # local development against Azurite only
+        return TableServiceClient.from_connection_string(settings.tables_connection_string)
+    assert settings.tables_endpoint is not None and credential is not None  # Settings guarantees it
+    return TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
+
+
+def _graph(settings: Settings, credential: AsyncTokenCredential) -> GraphReader:
+    return GraphReader(
+        credential,
+        base_url=settings.graph_base_url,
+        page_size=settings.graph_page_size,
+        max_retries=settings.graph_max_retries,
+    )
 
 
 @dataclass(frozen=True)
@@ -48,20 +69,9 @@ def scope_sources(settings: Settings, graph: GraphReader, arm: ArmReader | None)
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the credential, Graph and Table clients for one job, and close them all after it."""
     async with AsyncExitStack() as stack:
-        credential = build_credential(settings.auth_mode, settings.managed_identity_client_id)
-        await stack.enter_async_context(credential)
-        if settings.tables_connection_string:  # local development against Azurite only
-            tables = TableServiceClient.from_connection_string(settings.tables_connection_string)
-        else:
-            assert settings.tables_endpoint is not None  # Settings guarantees one of the two
-            tables = TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
-        await stack.enter_async_context(tables)
-        graph = GraphReader(
-            credential,
-            base_url=settings.graph_base_url,
-            page_size=settings.graph_page_size,
-            max_retries=settings.graph_max_retries,
-        )
+        credential = await stack.enter_async_context(_credential(settings))
+        tables = await stack.enter_async_context(_tables(settings, credential))
+        graph = _graph(settings, credential)
         await stack.enter_async_context(graph)
         arm: ArmReader | None = None
         if settings.scope.azure_rbac:
@@ -75,8 +85,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         yield Services(graph=graph, store=StateStore(tables), scope=scope_sources(settings, graph, arm))
 
 
+@dataclass(frozen=True)
+class ReadSide:
+    """What the admin questions read: the history, and the reminder ledger (read only here)."""
+
+    history: HistoryReader
+    ledger: ReminderLedger
+
+
 @asynccontextmanager
-async def open_reader(settings: Settings) -> AsyncIterator[HistoryReader]:
+async def open_read_side(settings: Settings) -> AsyncIterator[ReadSide]:
     """Open the Table client to read the history (one HTTP request or one command), then close it.
 
     Per request on purpose: the admin API is called a few times a day, a client per request
@@ -84,15 +102,18 @@ async def open_reader(settings: Settings) -> AsyncIterator[HistoryReader]:
     for a whole request against Azurite, 5 ms for a fresh managed-identity token).
     """
     async with AsyncExitStack() as stack:
-        if settings.tables_connection_string:  # local development against Azurite only
-            tables = TableServiceClient.from_connection_string(settings.tables_connection_string)
-        else:
-            assert settings.tables_endpoint is not None  # Settings guarantees one of the two
-            credential = build_credential(settings.auth_mode, settings.managed_identity_client_id)
-            await stack.enter_async_context(credential)
-            tables = TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
-        await stack.enter_async_context(tables)
-        yield HistoryReader(tables)
+        credential = None
+        if not settings.tables_connection_string:  # Azurite needs no token
+            credential = await stack.enter_async_context(_credential(settings))
+        tables = await stack.enter_async_context(_tables(settings, credential))
+        yield ReadSide(history=HistoryReader(tables), ledger=ReminderLedger(tables))
+
+
+@asynccontextmanager
+async def open_reader(settings: Settings) -> AsyncIterator[HistoryReader]:
+    """``open_read_side`` for callers that read the history only."""
+    async with open_read_side(settings) as side:
+        yield side.history
 
 
 @dataclass(frozen=True)
@@ -110,20 +131,9 @@ async def open_nudge_services(settings: Settings, *, email_verify: bool | str = 
     ``email_verify``: a CA bundle for the ACS endpoint (the local simulator's test CA); True in Azure.
     """
     async with AsyncExitStack() as stack:
-        credential = build_credential(settings.auth_mode, settings.managed_identity_client_id)
-        await stack.enter_async_context(credential)
-        if settings.tables_connection_string:  # local development against Azurite only
-            tables = TableServiceClient.from_connection_string(settings.tables_connection_string)
-        else:
-            assert settings.tables_endpoint is not None  # Settings guarantees one of the two
-            tables = TableServiceClient(endpoint=settings.tables_endpoint, credential=credential)
-        await stack.enter_async_context(tables)
-        graph = GraphReader(
-            credential,
-            base_url=settings.graph_base_url,
-            page_size=settings.graph_page_size,
-            max_retries=settings.graph_max_retries,
-        )
+        credential = await stack.enter_async_context(_credential(settings))
+        tables = await stack.enter_async_context(_tables(settings, credential))
+        graph = _graph(settings, credential)
         await stack.enter_async_context(graph)
         nudge = settings.nudge
         email: EmailSender | None = None
