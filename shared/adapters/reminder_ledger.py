@@ -19,10 +19,9 @@ its ETag is the one this run wrote. Two runs can therefore never both claim one 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -32,6 +31,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters import table_schema as schema
+from shared.adapters.leases import Lease, LeaseRow
 from shared.domain.nudges import LedgerEntry, MessageKind, NudgeRun, Status, parse_key
 
 log = logging.getLogger(__name__)
@@ -141,17 +141,6 @@ class ClaimConflict(RuntimeError):
     """Another run wrote this reminder first (create-only or ETag condition failed)."""
 
 
-class LeaseHeldError(RuntimeError):
-    """Another nudge run holds the lease."""
-
-
-@dataclass(frozen=True)
-class Lease:
-    owner: str
-    until: datetime
-    etag: str
-
-
 def _conflict(exc: Exception) -> bool:
     return isinstance(exc, ResourceExistsError) or getattr(exc, "status_code", None) in (409, 412)
 
@@ -164,6 +153,7 @@ class ReminderLedger:
         self.runs: TableClient = service.get_table_client(schema.RUNS_TABLE)
         self.reads = 0
         self.writes = 0
+        self._lease = LeaseRow(self.runs, NUDGE_LEASE_ROW, "nudge run")
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -276,49 +266,10 @@ class ReminderLedger:
     # --- the nudge lease (same protocol as the sync's, its own row) --------------------------
 
     async def acquire_lease(self, owner: str, now: datetime, seconds: float) -> Lease:
-        until = now + timedelta(seconds=seconds)
-        entity = {
-            "PartitionKey": schema.LEASE_PARTITION,
-            "RowKey": NUDGE_LEASE_ROW,
-            "Owner": owner,
-            "Until": until.isoformat(),
-        }
-        try:
-            meta = await self.runs.create_entity(entity)
-            return Lease(owner, until, str(meta["etag"]))
-        except ResourceExistsError:
-            pass
-        current = await self.runs.get_entity(schema.LEASE_PARTITION, NUDGE_LEASE_ROW)
-        held_until = datetime.fromisoformat(str(current["Until"]))
-        if held_until > now and current.get("Owner") != owner:
-            raise LeaseHeldError(
-                f"another nudge run ({current.get('Owner')}) holds the lease until {held_until.isoformat()}"
-            )
-        return await self._replace_lease(entity, str(current.metadata["etag"]), owner, until)
+        return await self._lease.acquire(owner, now, seconds)
 
     async def renew_lease(self, lease: Lease, now: datetime, seconds: float) -> Lease:
-        until = now + timedelta(seconds=seconds)
-        entity = {
-            "PartitionKey": schema.LEASE_PARTITION,
-            "RowKey": NUDGE_LEASE_ROW,
-            "Owner": lease.owner,
-            "Until": until.isoformat(),
-        }
-        return await self._replace_lease(entity, lease.etag, lease.owner, until)
-
-    async def _replace_lease(self, entity: dict[str, Any], etag: str, owner: str, until: datetime) -> Lease:
-        try:
-            meta = await self.runs.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceExistsError, ResourceNotFoundError, HttpResponseError) as exc:
-            if _conflict(exc) or isinstance(exc, ResourceNotFoundError):
-                raise LeaseHeldError("another nudge run took the lease meanwhile") from exc
-            raise
-        return Lease(owner, until, str(meta["etag"]))
+        return await self._lease.renew(lease, now, seconds)
 
     async def release_lease(self, lease: Lease) -> None:
-        with contextlib.suppress(HttpResponseError, ResourceNotFoundError):
-            await self.runs.delete_entity(
-                schema.LEASE_PARTITION, NUDGE_LEASE_ROW, etag=lease.etag, match_condition=MatchConditions.IfNotModified
-            )
+        await self._lease.release(lease)

@@ -16,16 +16,16 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters import table_schema as schema
 from shared.adapters import table_wire as wire
+from shared.adapters.leases import Lease, LeaseRow
 from shared.domain.deltas import UserUpdate
 from shared.domain.records import StoredUser
 from shared.domain.runs import RunStatus, SyncRun
@@ -43,22 +43,11 @@ class ConcurrentWriteError(RuntimeError):
     """Another run changed a user this run was about to write; nothing of that batch was written."""
 
 
-class LeaseHeldError(RuntimeError):
-    """Another sync holds the lease."""
-
-
 @dataclass
 class TableCounters:
     reads: int = 0  # entities read
     writes: int = 0  # entities written
     batches: int = 0  # transactions submitted
-
-
-@dataclass(frozen=True)
-class Lease:
-    owner: str
-    until: datetime
-    etag: str
 
 
 class StateStore:
@@ -70,6 +59,7 @@ class StateStore:
         self.changes: TableClient = service.get_table_client(schema.CHANGES_TABLE)
         self.runs: TableClient = service.get_table_client(schema.RUNS_TABLE)
         self.counters = TableCounters()
+        self._lease = LeaseRow(self.runs, schema.SYNC_LEASE_ROW, "sync")
 
     async def ensure_tables(self) -> None:
         for name in schema.ALL_TABLES:
@@ -79,59 +69,13 @@ class StateStore:
     # --- the lease ---------------------------------------------------------------------------
 
     async def acquire_lease(self, owner: str, now: datetime, seconds: float) -> Lease:
-        until = now + timedelta(seconds=seconds)
-        entity = {
-            "PartitionKey": schema.LEASE_PARTITION,
-            "RowKey": schema.SYNC_LEASE_ROW,
-            "Owner": owner,
-            "Until": until.isoformat(),
-        }
-        try:
-            meta = await self.runs.create_entity(entity)
-            return Lease(owner, until, meta["etag"])
-        except ResourceExistsError:
-            pass
-        current = await self.runs.get_entity(schema.LEASE_PARTITION, schema.SYNC_LEASE_ROW)
-        held_until = datetime.fromisoformat(str(current["Until"]))
-        if held_until > now and current.get("Owner") != owner:
-            raise LeaseHeldError(
-                f"another sync ({current.get('Owner')}) holds the lease until {held_until.isoformat()}"
-            )
-        return await self._replace_lease(entity, str(current.metadata["etag"]), owner, until)
+        return await self._lease.acquire(owner, now, seconds)
 
     async def renew_lease(self, lease: Lease, now: datetime, seconds: float) -> Lease:
-        until = now + timedelta(seconds=seconds)
-        entity = {
-            "PartitionKey": schema.LEASE_PARTITION,
-            "RowKey": schema.SYNC_LEASE_ROW,
-            "Owner": lease.owner,
-            "Until": until.isoformat(),
-        }
-        return await self._replace_lease(entity, lease.etag, lease.owner, until)
-
-    async def _replace_lease(self, entity: dict[str, Any], etag: str, owner: str, until: datetime) -> Lease:
-        try:
-            meta = await self.runs.update_entity(
-                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
-            )
-        except (ResourceExistsError, ResourceNotFoundError) as exc:
-            raise LeaseHeldError(f"lost the race for the sync lease: {exc.message}") from exc
-        except Exception as exc:
-            if getattr(exc, "status_code", None) == 412:
-                raise LeaseHeldError("another sync took the lease meanwhile") from exc
-            raise
-        return Lease(owner, until, meta["etag"])
+        return await self._lease.renew(lease, now, seconds)
 
     async def release_lease(self, lease: Lease) -> None:
-        try:
-            await self.runs.delete_entity(
-                schema.LEASE_PARTITION,
-                schema.SYNC_LEASE_ROW,
-                etag=lease.etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except Exception as exc:  # someone took an expired lease over: theirs now, leave it
-            log.warning("sync lease was not released: %s", exc)
+        await self._lease.release(lease)
 
     # --- runs ----------------------------------------------------------------------------------
 

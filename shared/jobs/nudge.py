@@ -36,7 +36,8 @@ from shared.adapters.email import (
     Throttled,
 )
 from shared.adapters.graph import GraphError, GraphPermissionError
-from shared.adapters.reminder_ledger import ClaimConflict, Lease, LeaseHeldError, ReminderLedger
+from shared.adapters.leases import Lease, LeaseHeldError
+from shared.adapters.reminder_ledger import ClaimConflict, ReminderLedger
 from shared.domain.messages import Digest, DigestLine, Email, Sender, render_digest, render_reminder
 from shared.domain.nudges import (
     OPERATION_NAMESPACE,

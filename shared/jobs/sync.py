@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
-from shared.adapters.state_store import MAX_BATCH, Lease, LeaseHeldError, StateStore
+from shared.adapters.leases import Lease, LeaseHeldError
+from shared.adapters.state_store import MAX_BATCH, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
 from shared.domain.normalize import (

@@ -105,7 +105,7 @@ async def test_overlapping_runs_send_each_reminder_once(
     # Even without the lease (it expired under a slow run), the conditional claims keep it to one:
     class NoLease(ReminderLedger):
         async def acquire_lease(self, owner, now, seconds):  # type: ignore[no-untyped-def]
-            from shared.adapters.reminder_ledger import Lease
+            from shared.adapters.leases import Lease
 
             return Lease(owner, now + timedelta(seconds=seconds), "*")
 

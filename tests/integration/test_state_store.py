@@ -9,7 +9,8 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters import table_schema as schema
-from shared.adapters.state_store import MAX_BATCH, ConcurrentWriteError, LeaseHeldError, StateStore
+from shared.adapters.leases import LeaseHeldError
+from shared.adapters.state_store import MAX_BATCH, ConcurrentWriteError, StateStore
 from shared.domain.deltas import reconcile
 from shared.domain.records import UserRecord, UserType
 from shared.domain.runs import SyncRun
