@@ -2,10 +2,10 @@
 
     python -m shared.cli COMMAND [options]
 
-    history ID_OR_UPN                      a user's current state and timeline
+    history ID_OR_UPN                      a user's current state, timeline and reminders
     changes [--date YYYY-MM-DD]            what changed on a night (default: the latest completed)
     unregistered [--scope S] [--wave W]    who is unregistered and in scope, days left per wave
-    coverage [--from D] [--to D]           the coverage series (default: the last 90 nights)
+    coverage [--from D] [--to D]           the coverage series, in scope per phase (default: 90 nights)
     report [--output FILE] [--nights N]    write the self-contained HTML report
     sync                                   run one nightly sync now (Graph settings from the environment)
 
@@ -31,16 +31,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared import entrypoints, queries
-from shared.adapters.history_reader import ChangeEntry, CoveragePoint, every
+from shared.adapters.history_reader import ChangeEntry, CoveragePoint, ScopeCoverage, every
 from shared.config import Settings, SettingsError
 from shared.domain.readiness import Exposure, UnknownChoice, find_wave, parse_scope
+from shared.domain.scope import Phase
 from shared.jobs.sync import SyncFailed
 from shared.params import BadParameter, parse_date, parse_optional_date, parse_user_ref
 from shared.presentation import serialize as ser
 from shared.presentation.report import render_report
 from shared.presentation.text import days_text, describe_change, table
-from shared.presentation.timeline import ReminderLine, merge
-from shared.wiring import open_reader
+from shared.presentation.timeline import merge
+from shared.wiring import open_read_side, open_reader
 
 FORMATS = ("table", "json", "csv")
 
@@ -70,16 +71,16 @@ def _history_args(p: argparse.ArgumentParser) -> None:
 
 async def _history(args: argparse.Namespace, ctx: Context) -> int:
     ref = parse_user_ref(args.user)
-    async with open_reader(ctx.settings) as reader:
+    async with open_read_side(ctx.settings) as side:
+        reader = side.history
         user = await queries.find_user(reader, ref)
         uid = user.record.id
         events = [e async for e in every(lambda c: reader.timeline_page(uid, 1000, c))]
-    reminders: list[ReminderLine] | None = None  # the nudge feature supplies these once it records them
+        reminders = await queries.reminders_of(side.ledger, user)
     items = merge(events, reminders)
     if args.format == "json":
         body: dict[str, Any] = {"user": ser.user_json(user), "events": [ser.change_json(e) for e in events]}
-        if reminders is not None:
-            body["reminders"] = [ser.reminder_json(r) for r in reminders]
+        body["reminders"] = [ser.reminder_json(r) for r in reminders]
         _json(ctx.out, body)
     elif args.format == "csv":
         ctx.out.write(ser.csv_text(ser.TIMELINE_COLUMNS, [ser.timeline_row(i) for i in items]))
@@ -95,7 +96,12 @@ async def _history(args: argparse.Namespace, ctx: Context) -> int:
         rows = [
             [i.night, f"v{i.version}", i.kind, describe_change(i)]
             if isinstance(i, ChangeEntry)
-            else [i.at[:10], "", f"reminder: {i.stage}", f"{i.outcome} {i.detail}".strip()]
+            else [
+                i.at[:10],
+                "",
+                f"reminder {i.wave_id}",
+                f"{i.stage}: {i.outcome}" + (f" ({i.detail})" if i.detail else ""),
+            ]
             for i in items
         ]
         print(table(["night", "version", "change", "what changed"], rows, max_width=90), file=ctx.out)
@@ -199,6 +205,7 @@ async def _coverage(args: argparse.Namespace, ctx: Context) -> int:
                     "coverage",
                     "admins unreg.",
                     "guests unreg.",
+                    *(f"{phase.value} unreg. / in scope" for phase in Phase),
                 ],
                 [_coverage_cells(p) for p in points],
             ),
@@ -218,7 +225,12 @@ def _coverage_cells(p: CoveragePoint) -> list[str]:
         pct,
         f"{p.admins_unregistered:,}",
         f"{p.guests_unregistered:,}",
+        *(_in_scope_cell(p.phases.get(phase.value)) for phase in Phase),
     ]
+
+
+def _in_scope_cell(c: ScopeCoverage | None) -> str:
+    return f"{c.unregistered:,} / {c.users:,}" if c is not None else "-"  # "-": not recorded that night
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -232,8 +244,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 async def _report(args: argparse.Namespace, ctx: Context) -> int:
     if not 1 <= args.nights <= 366:
         raise BadParameter("--nights must be from 1 to 366")
-    async with open_reader(ctx.settings) as reader:
-        data = await queries.report(reader, ctx.settings.waves, ctx.now, nights=args.nights)
+    async with open_read_side(ctx.settings) as side:
+        data = await queries.report(side.history, ctx.settings.waves, ctx.now, nights=args.nights, ledger=side.ledger)
     args.output.write_text(render_report(data), encoding="utf-8")
     print(f"Report written to {args.output.resolve()}", file=ctx.out)
     return 0

@@ -1,9 +1,9 @@
 """The HTTP API: what the HTTP triggers in function_app.py call. Request in, response out.
 
-    GET /api/users/{id or UPN}/history   a user's current state and timeline
+    GET /api/users/{id or UPN}/history   a user's current state, timeline and reminders
     GET /api/changes?date=YYYY-MM-DD     what changed on a night (default: the latest completed one)
     GET /api/unregistered?scope=&wave=   who is unregistered and in scope, days left per wave
-    GET /api/coverage?from=&to=          the coverage series
+    GET /api/coverage?from=&to=          the coverage series (all enabled, and in scope per phase)
     GET /api/report                      the HTML report
 
 JSON by default; CSV with ``Accept: text/csv`` or ``?format=csv``. Lists come in pages of
@@ -29,7 +29,7 @@ import azure.functions as func
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import entrypoints, queries
-from shared.adapters.history_reader import Cursor, HistoryReader, Page
+from shared.adapters.history_reader import Cursor, Page
 from shared.config import Settings, SettingsError
 from shared.domain.readiness import UnknownChoice, find_wave, parse_scope
 from shared.params import BadParameter, OutputFormat, parse_date, parse_format, parse_limit, parse_user_ref
@@ -37,7 +37,7 @@ from shared.presentation import serialize as ser
 from shared.presentation import tokens
 from shared.presentation.report import CONTENT_SECURITY_POLICY, render_report
 from shared.presentation.timeline import merge
-from shared.wiring import open_reader
+from shared.wiring import ReadSide, open_read_side
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class _Answer:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-_Handler = Callable[[func.HttpRequest, HistoryReader, Settings, datetime], Awaitable[_Answer]]
+_Handler = Callable[[func.HttpRequest, ReadSide, Settings, datetime], Awaitable[_Answer]]
 
 
 # --- the endpoints --------------------------------------------------------------------------------
@@ -85,12 +85,12 @@ async def coverage(req: func.HttpRequest) -> func.HttpResponse:
 
 
 async def report(req: func.HttpRequest) -> func.HttpResponse:
-    """The HTML report (reminders appear once the nudge job records them and passes them here)."""
+    """The HTML report, with what happened to reminders on the latest night's day."""
     try:
         nights = _nights(req.params.get("nights"))
         settings = entrypoints.load_settings()
-        async with open_reader(settings) as reader:
-            data = await queries.report(reader, settings.waves, now(), nights=nights)
+        async with open_read_side(settings) as side:
+            data = await queries.report(side.history, settings.waves, now(), nights=nights, ledger=side.ledger)
     except Exception as exc:
         return _failure(exc)
     headers = {**_COMMON_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
@@ -102,21 +102,23 @@ async def report(req: func.HttpRequest) -> func.HttpResponse:
 # --- what each endpoint asks ---------------------------------------------------------------------
 
 
-async def _user_history(req: func.HttpRequest, reader: HistoryReader, _s: Settings, _now: datetime) -> _Answer:
+async def _user_history(req: func.HttpRequest, side: ReadSide, _s: Settings, _now: datetime) -> _Answer:
     ref = parse_user_ref(req.route_params.get("id_or_upn", ""))
     limit = parse_limit(req.params.get("limit"))
-    user = await queries.find_user(reader, ref)
+    user = await queries.find_user(side.history, ref)
     binding = {"user": user.record.id}
     cursor = _cursor(req, "history", binding)
-    answer = await queries.history(reader, user, limit, cursor)
+    # Every reminder comes with the first page (a handful per wave); later pages page the changes.
+    reminders = await queries.reminders_of(side.ledger, user) if cursor is None else None
+    answer = await queries.history(side.history, user, limit, cursor, reminders=reminders)
     body: dict[str, Any] = {
         "user": ser.user_json(answer.user),
         "events": [ser.change_json(e) for e in answer.events.items],
     }
     if answer.reminders is not None:
         body["reminders"] = [ser.reminder_json(r) for r in answer.reminders]
-    # CSV: the timeline (reminders, when given, come with the first page)
-    items = merge(answer.events.items, answer.reminders if cursor is None else None)
+    # CSV: one timeline, changes and reminders in time order
+    items = merge(answer.events.items, answer.reminders)
     return _paged(
         req,
         body,
@@ -129,7 +131,8 @@ async def _user_history(req: func.HttpRequest, reader: HistoryReader, _s: Settin
     )
 
 
-async def _changes(req: func.HttpRequest, reader: HistoryReader, _s: Settings, _now: datetime) -> _Answer:
+async def _changes(req: func.HttpRequest, side: ReadSide, _s: Settings, _now: datetime) -> _Answer:
+    reader = side.history
     asked = req.params.get("date")
     night = parse_date(asked, "date").isoformat() if asked else None
     limit = parse_limit(req.params.get("limit"))
@@ -154,13 +157,13 @@ async def _changes(req: func.HttpRequest, reader: HistoryReader, _s: Settings, _
     )
 
 
-async def _unregistered(req: func.HttpRequest, reader: HistoryReader, settings: Settings, at: datetime) -> _Answer:
+async def _unregistered(req: func.HttpRequest, side: ReadSide, settings: Settings, at: datetime) -> _Answer:
     scope = parse_scope(req.params.get("scope"))
     wave = find_wave(settings.waves, req.params.get("wave"))
     limit = parse_limit(req.params.get("limit"))
     binding = {"scope": scope.value, "wave": wave.id if wave else ""}
     page = await queries.unregistered(
-        reader, settings.waves, at, scope, wave, limit, _cursor(req, "unregistered", binding)
+        side.history, settings.waves, at, scope, wave, limit, _cursor(req, "unregistered", binding)
     )
     body = {
         "asOf": at.date().isoformat(),
@@ -180,7 +183,7 @@ async def _unregistered(req: func.HttpRequest, reader: HistoryReader, settings: 
     )
 
 
-async def _coverage(req: func.HttpRequest, reader: HistoryReader, _s: Settings, at: datetime) -> _Answer:
+async def _coverage(req: func.HttpRequest, side: ReadSide, _s: Settings, at: datetime) -> _Answer:
     default_from, default_to = queries.default_coverage_range(at)
     first = parse_date(req.params.get("from") or default_from, "from").isoformat()
     last = parse_date(req.params.get("to") or default_to, "to").isoformat()
@@ -188,7 +191,7 @@ async def _coverage(req: func.HttpRequest, reader: HistoryReader, _s: Settings, 
         raise BadParameter(f"from ({first}) is after to ({last})")
     limit = parse_limit(req.params.get("limit"))
     binding = {"from": first, "to": last}
-    page = await reader.coverage_page(first, last, limit, _cursor(req, "coverage", binding))
+    page = await side.history.coverage_page(first, last, limit, _cursor(req, "coverage", binding))
     body = {"from": first, "to": last, "items": [ser.coverage_json(p) for p in page.items]}
     return _paged(
         req,
@@ -252,8 +255,8 @@ async def _serve(req: func.HttpRequest, handler: _Handler) -> func.HttpResponse:
     try:
         output = parse_format(req.params.get("format"), req.headers.get("accept"))
         settings = entrypoints.load_settings()
-        async with open_reader(settings) as reader:
-            answer = await handler(req, reader, settings, now())
+        async with open_read_side(settings) as side:
+            answer = await handler(req, side, settings, now())
     except Exception as exc:
         return _failure(exc)
     headers = dict(_COMMON_HEADERS)

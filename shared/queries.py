@@ -7,22 +7,31 @@ pass ``now``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from shared.adapters.history_reader import ChangeEntry, Cursor, HistoryReader, Page
+from shared.adapters.reminder_ledger import ReminderLedger
 from shared.adapters.table_schema import upn_key
+from shared.domain.nudges import LedgerEntry, Status
 from shared.domain.readiness import Exposure, ScopeFilter, exposure, readiness_list, selector
-from shared.domain.records import StoredUser
+from shared.domain.records import StoredUser, UserRecord
 from shared.domain.waves import Wave
 from shared.params import UserRef
 from shared.presentation.report import ReportData
-from shared.presentation.timeline import ReminderLine
+from shared.presentation.timeline import ReminderLine, reminder_line
 
 DEFAULT_COVERAGE_NIGHTS = 90
 REPORT_MAX_CHANGES = 500  # a first night lists every user as `new`: the report shows a sample
 REPORT_MAX_UNREGISTERED = 5000
+# A first dry run records a reminder for everyone unregistered: the report shows a sample (every
+# outcome that needs a look first) and the counts of all.
+REPORT_MAX_REMINDERS = 500
+NAME_LOOKUPS_AT_ONCE = 16  # point reads for the names of reminded people no longer unregistered
+_NEEDS_A_LOOK = frozenset({Status.FAILED, Status.UNCONFIRMED, Status.UNSENT})
 
 
 class UserNotFound(LookupError):
@@ -78,6 +87,59 @@ async def history(
     return HistoryAnswer(user, events, mine)
 
 
+async def reminders_of(ledger: ReminderLedger, user: StoredUser) -> list[ReminderLine]:
+    """Every reminder of the user and its outcome, oldest first (one range query in the user's
+    partition; the ledger keeps a handful per wave, so it is never paged)."""
+    r = user.record
+    entries = sorted(await ledger.reminders_of(r.id), key=_when)
+    return [reminder_line(e, upn=r.upn, display_name=r.display_name) for e in entries]
+
+
+def _when(entry: LedgerEntry) -> datetime:
+    return entry.posted or entry.recorded
+
+
+@dataclass(frozen=True)
+class ReminderOutcomes:
+    day: str  # the UTC day, YYYY-MM-DD
+    lines: list[ReminderLine]  # oldest first; a sample when more than the limit (see total)
+    total: int
+    by_outcome: dict[str, int]  # status -> reminders, over all of them
+
+
+async def reminder_outcomes(
+    ledger: ReminderLedger,
+    reader: HistoryReader,
+    day: date,
+    known: Iterable[UserRecord] = (),
+    limit: int = REPORT_MAX_REMINDERS,
+) -> ReminderOutcomes:
+    """What happened to reminders on ``day`` (one partition of the ledger's day index), with each
+    person's name: from ``known`` (usually the unregistered, who are most of them), else read."""
+    entries = await ledger.outcomes_on(day)
+    chosen = sorted(entries, key=lambda e: (e.status not in _NEEDS_A_LOOK, _when(e)))[:limit]
+    chosen.sort(key=_when)
+    names = {r.id: r for r in known}
+    missing = sorted({e.key.user_id for e in chosen} - names.keys())
+    gate = asyncio.Semaphore(NAME_LOOKUPS_AT_ONCE)
+
+    async def look_up(user_id: str) -> None:
+        async with gate:
+            stored = await reader.user(user_id)
+        if stored is not None:
+            names[user_id] = stored.record
+
+    await asyncio.gather(*(look_up(uid) for uid in missing))
+    lines = []
+    for e in chosen:
+        record = names.get(e.key.user_id)
+        lines.append(
+            reminder_line(e, upn=record.upn if record else "", display_name=record.display_name if record else "")
+        )
+    by_outcome = Counter(e.status.value for e in entries)
+    return ReminderOutcomes(day.isoformat(), lines, len(entries), dict(sorted(by_outcome.items())))
+
+
 @dataclass(frozen=True)
 class ChangesAnswer:
     night: str | None  # None: no sync has completed yet
@@ -125,9 +187,10 @@ async def report(
     now: datetime,
     *,
     nights: int = DEFAULT_COVERAGE_NIGHTS,
-    reminders: Sequence[ReminderLine] | None = None,
+    ledger: ReminderLedger | None = None,
 ) -> ReportData:
-    """Everything the HTML report shows. ``reminders``: the nudge job's outcomes, when available."""
+    """Everything the HTML report shows. With ``ledger``, also what happened to reminders on the
+    UTC day of the latest completed night (today's, before the first sync)."""
     first, last = default_coverage_range(now, nights)
     coverage = await reader.coverage(first, last)
     exposures = await all_unregistered(reader, waves, now, ScopeFilter.ALL, None)
@@ -145,6 +208,10 @@ async def report(
         point = next((p for p in coverage if p.night == night), None)
         total = sum(point.changes.values()) if point and point.changes else len(sample)
         total = max(total, len(sample))
+    outcomes = None
+    if ledger is not None:
+        day = date.fromisoformat(night) if night else now.date()
+        outcomes = await reminder_outcomes(ledger, reader, day, (e.user for e in exposures))
     return ReportData(
         generated_at=now,
         waves=tuple(waves),
@@ -154,5 +221,8 @@ async def report(
         night=night,
         changes=sample,
         changes_total=total,
-        reminders=list(reminders) if reminders is not None else None,
+        reminders=outcomes.lines if outcomes else None,
+        reminders_day=outcomes.day if outcomes else None,
+        reminders_total=outcomes.total if outcomes else 0,
+        reminders_by_outcome=outcomes.by_outcome if outcomes else {},
     )

@@ -231,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  tenant: {len(tenant.users):,} users; its JSON is in {OUTPUT}/tenant-night1.json")
         asyncio.run(_nights(args, tenant, azurite, sim))
         tenant.to_json(OUTPUT / "tenant-night2.json")
+        _nudge_demo(azurite, sim)
+        # After the nudge run, so the report's reminders section shows its outcomes.
         print("\nThe readiness report, as `python -m shared.cli report` writes it:")
         cli.main(["report", "--connection-string", azurite.connection_string, "--output", str(OUTPUT / "report.html")])
-        _nudge_demo(azurite, sim)
     print(f"\nDone: Azurite and the simulator are stopped. Tenant snapshots are in {OUTPUT}/.")
     return 0
 

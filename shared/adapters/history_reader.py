@@ -31,6 +31,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from shared.adapters import table_schema as schema
 from shared.adapters.state_store import StateStore
 from shared.domain.records import StoredUser
+from shared.domain.scope import Phase
 
 T = TypeVar("T")
 
@@ -84,6 +85,17 @@ class ChangeEntry:
 
 
 @dataclass(frozen=True)
+class ScopeCoverage:
+    """Registration among the enabled accounts in scope (of enforcement, or of one phase)."""
+
+    users: int
+    registered: int
+    unregistered: int
+    unknown: int  # not (yet) in the registration report
+    percent: float | None
+
+
+@dataclass(frozen=True)
 class CoveragePoint:
     night: str
     run_id: str
@@ -107,6 +119,10 @@ class CoveragePoint:
     members_unregistered: int = 0
     members_percent: float | None = None
     changes: Mapping[str, int] = field(default_factory=dict)
+    # In-scope figures, overall and per enforcement phase ("phase1", "phase2"). Rows written before
+    # the scope signals existed lack them: None and an empty mapping, never made-up zeros.
+    in_scope: ScopeCoverage | None = None
+    phases: Mapping[str, ScopeCoverage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,8 +158,23 @@ def _percent(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _scope_coverage(e: Mapping[str, Any], prefix: str) -> ScopeCoverage | None:
+    """``<prefix>InScope``, ``<prefix>Registered``... (table_schema.scope_figures_properties)."""
+    users = e.get("InScope" if prefix == "InScope" else f"{prefix}InScope")
+    if not isinstance(users, int) or isinstance(users, bool):
+        return None
+    return ScopeCoverage(
+        users=users,
+        registered=int(e.get(f"{prefix}Registered", 0)),
+        unregistered=int(e.get(f"{prefix}Unregistered", 0)),
+        unknown=int(e.get(f"{prefix}Unknown", 0)),
+        percent=_percent(e.get(f"{prefix}CoveragePercent")),
+    )
+
+
 def coverage_from_entity(e: Mapping[str, Any]) -> CoveragePoint:
     changes = _json(e.get("Changes")) or {}
+    phases = {p.value: c for p in Phase if (c := _scope_coverage(e, p.value.capitalize())) is not None}
     return CoveragePoint(
         night=str(e["RowKey"]),
         run_id=str(e.get("RunId", "")),
@@ -166,6 +197,8 @@ def coverage_from_entity(e: Mapping[str, Any]) -> CoveragePoint:
         members_unregistered=int(e.get("MemberUnregistered", 0)),
         members_percent=_percent(e.get("MemberCoveragePercent")),
         changes={str(k): int(v) for k, v in changes.items() if isinstance(v, int)},
+        in_scope=_scope_coverage(e, "InScope"),
+        phases=phases,
     )
 
 

@@ -116,7 +116,7 @@ def _frame(
 def stacked_bars(
     title: str, nights: Sequence[str], series: Sequence[Series], *, width: float = 380, height: float = 220
 ) -> BarChart:
-    """One bar per night, the series stacked bottom-up."""
+    """One bar per night, the series stacked bottom-up; no bar for a night without any figure."""
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(nights))]
     y_max = nice_max(max(totals, default=0))
     frame = _frame(title, nights, series, width, height, y_max, "")
@@ -127,6 +127,8 @@ def stacked_bars(
     scale = (frame.bottom - frame.top) / y_max
     bars: list[Bar] = []
     for i, night in enumerate(nights):
+        if all(s.values[i] is None for s in series):
+            continue  # no figure that night (e.g. recorded before these figures existed): no bar
         y = frame.bottom
         segments: list[Segment] = []
         for s in series:

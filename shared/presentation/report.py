@@ -9,8 +9,8 @@ scripts, as a second line of defence.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 
@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from shared.adapters.history_reader import ChangeEntry, CoveragePoint
 from shared.domain.readiness import Exposure
+from shared.domain.scope import Phase
 from shared.domain.waves import Wave, days_left
 from shared.presentation import chart
 from shared.presentation.text import days_text, describe_change
@@ -38,6 +39,9 @@ class ReportData:
     changes: Sequence[ChangeEntry]  # that night's changes (possibly a sample; see changes_total)
     changes_total: int
     reminders: Sequence[ReminderLine] | None = None  # None: no reminder data, no section
+    reminders_day: str | None = None  # the UTC day the reminders are of
+    reminders_total: int = 0  # reminders recorded that day (``reminders`` may be a sample)
+    reminders_by_outcome: Mapping[str, int] = field(default_factory=dict)  # over all of them
 
 
 @cache
@@ -51,48 +55,85 @@ def _environment() -> Environment:
     )
 
 
+# The panels per enforcement phase, with the apps each phase covers (shared/domain/scope.py).
+PHASE_TITLES = {
+    Phase.PORTALS: "Phase 1 in scope: portals, admin centers",
+    Phase.ARM: "Phase 2 in scope: CLI, PowerShell, IaC, ARM",
+}
+_PHASE_LINES = {Phase.PORTALS: "Phase 1 in scope", Phase.ARM: "Phase 2 in scope"}
+
+
+def by_phase(points: Sequence[CoveragePoint]) -> bool:
+    """Whether the series can be charted by enforcement phase: any night recorded the figures
+    (nights recorded before them show no bar; with none at all, admins and guests stand in)."""
+    return any(p.phases for p in points)
+
+
 def _charts(points: Sequence[CoveragePoint]) -> tuple[list[chart.BarChart], chart.LineChart]:
     nights = [p.night for p in points]
     registered, unregistered, unknown = "Registered", "Unregistered", "Not yet in the report"
-    panels = [
-        chart.stacked_bars(
-            "All enabled accounts",
-            nights,
-            [
-                chart.Series(registered, "reg", [p.registered for p in points]),
-                chart.Series(unregistered, "unreg", [p.unregistered for p in points]),
-                chart.Series(unknown, "unknown", [p.unknown for p in points]),
-            ],
-        ),
-        chart.stacked_bars(
-            "Admins",
-            nights,
-            [
-                chart.Series(registered, "reg", [p.admins_registered for p in points]),
-                chart.Series(unregistered, "unreg", [p.admins_unregistered for p in points]),
-            ],
-        ),
-        chart.stacked_bars(
-            "Guests",
-            nights,
-            [
-                chart.Series(registered, "reg", [p.guests_registered for p in points]),
-                chart.Series(unregistered, "unreg", [p.guests_unregistered for p in points]),
-            ],
-        ),
-    ]
-    percent = chart.lines(
-        "Coverage: share registered (of those the report lists)",
+    everyone = chart.stacked_bars(
+        "All enabled accounts",
         nights,
         [
+            chart.Series(registered, "reg", [p.registered for p in points]),
+            chart.Series(unregistered, "unreg", [p.unregistered for p in points]),
+            chart.Series(unknown, "unknown", [p.unknown for p in points]),
+        ],
+    )
+    if by_phase(points):
+        panels = [everyone]
+        lines = [chart.Series("All enabled", "all", [p.percent for p in points])]
+        for phase in Phase:
+            figures = [p.phases.get(phase.value) for p in points]
+            panels.append(
+                chart.stacked_bars(
+                    PHASE_TITLES[phase],
+                    nights,
+                    [
+                        chart.Series(registered, "reg", [f.registered if f else None for f in figures]),
+                        chart.Series(unregistered, "unreg", [f.unregistered if f else None for f in figures]),
+                        chart.Series(unknown, "unknown", [f.unknown if f else None for f in figures]),
+                    ],
+                )
+            )
+            lines.append(chart.Series(_PHASE_LINES[phase], phase.value, [f.percent if f else None for f in figures]))
+        title = "Coverage: share registered (of those the report lists), all enabled and in scope per phase"
+    else:  # nights recorded before scope was: admins and guests are who enforcement applies to
+        panels = [
+            everyone,
+            chart.stacked_bars(
+                "Admins",
+                nights,
+                [
+                    chart.Series(registered, "reg", [p.admins_registered for p in points]),
+                    chart.Series(unregistered, "unreg", [p.admins_unregistered for p in points]),
+                ],
+            ),
+            chart.stacked_bars(
+                "Guests",
+                nights,
+                [
+                    chart.Series(registered, "reg", [p.guests_registered for p in points]),
+                    chart.Series(unregistered, "unreg", [p.guests_unregistered for p in points]),
+                ],
+            ),
+        ]
+        lines = [
             chart.Series("All enabled", "all", [p.percent for p in points]),
             chart.Series("Admins", "admins", [p.admins_percent for p in points]),
             chart.Series("Guests", "guests", [p.guests_percent for p in points]),
-        ],
-        width=1160,
-        height=240,
-    )
-    return panels, percent
+        ]
+        title = "Coverage: share registered (of those the report lists)"
+    return panels, chart.lines(title, nights, lines, width=1160, height=240)
+
+
+# How an outcome is badged: red needs a look, green reached the person, grey did not go out.
+_OUTCOME_CSS = {"failed": "past", "unconfirmed": "soon", "unsent": "soon", "sent": "later", "accepted": "later"}
+
+
+def outcome_css(outcome: str) -> str:
+    return _OUTCOME_CSS.get(outcome, "na")
 
 
 @dataclass(frozen=True)
@@ -120,6 +161,7 @@ def render_report(data: ReportData) -> str:
     latest = data.coverage[-1] if data.coverage else None
     if latest is not None and latest.night == data.night and latest.changes:
         by_kind = Counter({k: v for k, v in latest.changes.items() if v})
+    reminder_counts = data.reminders_by_outcome or Counter(r.outcome for r in data.reminders or ())
     template = _environment().get_template("report.html.j2")
     return template.render(
         data=data,
@@ -128,8 +170,13 @@ def render_report(data: ReportData) -> str:
         panels=panels,
         percent=percent,
         by_kind=sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0])),
+        by_phase=by_phase(data.coverage),
+        phase_gaps=by_phase(data.coverage) and not all(p.phases for p in data.coverage),
+        reminder_counts=sorted(reminder_counts.items(), key=lambda kv: (-kv[1], kv[0])),
+        reminders_total=max(data.reminders_total, len(data.reminders or ())),
         waves=[(w, days_left(w, today)) for w in data.waves],
         exposure_rows=[(e, _days_cells(e, data.waves)) for e in data.exposures],
         days_text=days_text,
         describe_change=describe_change,
+        outcome_css=outcome_css,
     )

@@ -14,10 +14,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from shared.adapters.history_reader import ChangeEntry, CoveragePoint
+from shared.adapters.history_reader import ChangeEntry, CoveragePoint, ScopeCoverage
 from shared.domain.readiness import Exposure
 from shared.domain.records import StoredUser
-from shared.domain.scope import in_scope, phases_of
+from shared.domain.scope import Phase, in_scope, phases_of
 from shared.domain.waves import Wave
 from shared.presentation.timeline import ReminderLine, TimelineItem
 
@@ -79,6 +79,9 @@ def reminder_json(r: ReminderLine) -> dict[str, Any]:
         "stage": r.stage,
         "outcome": r.outcome,
         "detail": r.detail,
+        "waveDate": r.wave_date,
+        "step": r.step,
+        "recipient": r.recipient,
     }
 
 
@@ -115,7 +118,22 @@ def coverage_json(p: CoveragePoint) -> dict[str, Any]:
             "percent": p.members_percent,
         },
         "changes": dict(p.changes),
+        # In scope of enforcement, overall and per phase; null for nights recorded before scope was.
+        "inScope": _scope_json(p.in_scope),
+        "phases": {phase.value: _scope_json(p.phases.get(phase.value)) for phase in Phase} if p.phases else None,
         "runId": p.run_id,
+    }
+
+
+def _scope_json(c: ScopeCoverage | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "users": c.users,
+        "registered": c.registered,
+        "unregistered": c.unregistered,
+        "unknown": c.unknown,
+        "percent": c.percent,
     }
 
 
@@ -160,7 +178,23 @@ CHANGE_COLUMNS = (
     "after",
     "runId",
 )
-TIMELINE_COLUMNS = ("type", *CHANGE_COLUMNS, "at", "wave", "stage", "outcome", "detail")
+TIMELINE_COLUMNS = (
+    "type",
+    *CHANGE_COLUMNS,
+    "at",
+    "wave",
+    "waveDate",
+    "step",
+    "stage",
+    "outcome",
+    "detail",
+    "recipient",
+)
+_SCOPE_FIGURES = ("users", "registered", "unregistered", "unknown", "percent")
+# inScopeUsers, inScopeRegistered, ..., phase1Users, ..., phase2Percent: blank for nights recorded
+# before scope was.
+_SCOPE_PREFIXES = ("inScope", *(phase.value for phase in Phase))
+_SCOPE_COLUMNS = tuple(f"{prefix}{figure.capitalize()}" for prefix in _SCOPE_PREFIXES for figure in _SCOPE_FIGURES)
 COVERAGE_COLUMNS = (
     "night",
     "users",
@@ -178,6 +212,7 @@ COVERAGE_COLUMNS = (
     "membersRegistered",
     "membersUnregistered",
     "membersPercent",
+    *_SCOPE_COLUMNS,
     "runId",
 )
 
@@ -216,8 +251,15 @@ def coverage_row(p: CoveragePoint) -> dict[str, object]:
         "membersRegistered": p.members_registered,
         "membersUnregistered": p.members_unregistered,
         "membersPercent": p.members_percent,
+        **_scope_cells("inScope", p.in_scope),
+        **{k: v for phase in Phase for k, v in _scope_cells(phase.value, p.phases.get(phase.value)).items()},
         "runId": p.run_id,
     }
+
+
+def _scope_cells(prefix: str, c: ScopeCoverage | None) -> dict[str, object]:
+    figures = _scope_json(c) or {}
+    return {f"{prefix}{figure.capitalize()}": figures.get(figure) for figure in _SCOPE_FIGURES}
 
 
 def exposure_columns(waves: Sequence[Wave]) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """The report as a browser shows it: headless Chromium renders the file with no network, and the
-screenshot has the page's colours (its charts and badges), not a blank or an error page."""
+screenshot has the page's colours (its charts by enforcement phase and badges), not a blank or an
+error page. (docs/report.png comes from real simulated nights: ``python -m tests.browser.docs_screenshot``.)"""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.adapters.history_reader import ChangeEntry, CoveragePoint
+from shared.adapters.history_reader import ChangeEntry, CoveragePoint, ScopeCoverage
 from shared.domain.readiness import exposure
 from shared.domain.records import UserRecord, UserType
 from shared.domain.waves import DEFAULT_WAVES_JSON, parse_waves
 from shared.presentation.report import ReportData, render_report
+from shared.presentation.timeline import ReminderLine
 from tests.browser.chromium import chromium, screenshot
 from tests.browser.png import decode
 
 NOW = datetime(2026, 6, 1, 7, 30, tzinfo=UTC)
 GREEN, RED, BACKGROUND = (46, 125, 50), (198, 40, 40), (246, 248, 250)
+PHASE1, PHASE2 = (106, 27, 154), (239, 108, 0)  # the coverage lines' colours per phase
 
 
 def _coverage(nights: int) -> list[CoveragePoint]:
@@ -46,9 +49,18 @@ def _coverage(nights: int) -> list[CoveragePoint]:
                 guests_unregistered=max(0, 60 - i),
                 guests_percent=round(100 * (120 + i) / (120 + i + max(0, 60 - i)), 2),
                 changes={"registered": moved, "new": 3},
+                phases={
+                    "phase1": _in_scope(300 + 2 * i, max(0, 90 - 2 * i)),
+                    "phase2": _in_scope(280 + 3 * i, 140 - i),
+                },
             )
         )
     return points
+
+
+def _in_scope(registered: int, unregistered: int) -> ScopeCoverage:
+    total = registered + unregistered
+    return ScopeCoverage(total + 4, registered, unregistered, 4, round(100 * registered / total, 2))
 
 
 def _user(i: int) -> UserRecord:
@@ -99,6 +111,21 @@ def report_html() -> str:
             night="2026-06-01",
             changes=changes,
             changes_total=8,
+            reminders=[
+                ReminderLine(
+                    f"{i:08x}",
+                    NOW.isoformat(),
+                    "phase2",
+                    "now required (first notice)",
+                    outcome,
+                    detail,
+                    "",
+                    f"Person {i}",
+                )
+                for i, (outcome, detail) in enumerate([("sent", ""), ("failed", "no such mailbox"), ("accepted", "")])
+            ],
+            reminders_day="2026-06-01",
+            reminders_total=3,
         )
     )
 
@@ -118,3 +145,4 @@ def test_chromium_renders_the_report(tmp_path: Path) -> None:
     assert len(colours) > 100  # text, badges, charts: not a blank page
     assert image.pixel(2, 2) == BACKGROUND  # the page's own background, not an error page
     assert GREEN in colours and RED in colours  # the chart's bars and the "enforced" badges were drawn
+    assert PHASE1 in colours and PHASE2 in colours  # the per-phase coverage lines (their legend swatches)

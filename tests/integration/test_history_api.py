@@ -1,13 +1,16 @@
 """The HTTP API end to end: the function objects of function_app.py, called with real requests,
-reading several nights of history that real syncs wrote to Azurite."""
+reading several nights of history that real syncs wrote to Azurite, and the reminders real nudge
+runs recorded (through the ACS simulator) after the last two of them."""
 
 from __future__ import annotations
 
 import csv
+import html as htmllib
 import io
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -17,6 +20,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters import table_schema as schema
 from shared.adapters.history_reader import HistoryReader
+from shared.adapters.reminder_ledger import ReminderLedger
 from shared.adapters.state_store import StateStore
 from shared.config import Settings
 from shared.domain.readiness import needs_mfa
@@ -26,7 +30,10 @@ from tests.integration.history_fixtures import (
     EVE_ID,
     EVE_NAME,
     EVE_UPN,
+    FORMULA_EMAIL,
     FORMULA_ID,
+    FORMULA_NAME,
+    NUDGE_DELAY,
     OBRIEN_ID,
     OBRIEN_UPN,
     History,
@@ -149,7 +156,9 @@ async def test_history_by_object_id(functions: dict[str, Call], history: History
     ]
     assert answer["events"][1]["before"]["mfaRegistered"] is False
     assert answer["events"][1]["after"]["mfaRegistered"] is True
-    assert answer["next"] is None and "reminders" not in answer  # no reminder data: no key at all
+    assert answer["next"] is None
+    # the nudge runs after the third and fourth nights reminded him of one wave each (one a day)
+    assert [(r["wave"], r["step"]) for r in answer["reminders"]] == [("phase1", "after-1"), ("phase2", "after-1")]
 
 
 @pytest.mark.parametrize(
@@ -211,9 +220,92 @@ async def test_history_pages_with_a_token_bound_to_the_user(functions: dict[str,
 async def test_history_as_csv(functions: dict[str, Call]) -> None:
     resp = await call(functions["history_user"], request("x", {"format": "csv"}, {"id_or_upn": OBRIEN_ID}))
     table = rows(resp)
-    assert [r["kind"] for r in table] == ["new", "registered", "unregistered"]
-    assert {r["type"] for r in table} == {"change"}
+    assert [r["kind"] for r in table if r["type"] == "change"] == ["new", "registered", "unregistered"]
     assert json.loads(table[1]["after"])["mfaRegistered"] is True
+
+
+# --- reminders in a user's history -------------------------------------------------------------------
+
+
+def at(night: str) -> str:
+    """When the fixture's nudge run after ``night``'s sync handed its emails to ACS."""
+    return (datetime.fromisoformat(f"{night}T02:00:00+00:00") + NUDGE_DELAY).isoformat()
+
+
+async def ledger_rows(history: History, user_id: str) -> list[Any]:
+    async with TableServiceClient.from_connection_string(history.connection_string) as service:
+        return await ReminderLedger(service).reminders_of(user_id)
+
+
+async def test_history_shows_every_reminder_and_its_outcome(functions: dict[str, Call], history: History) -> None:
+    answer = body(await call(functions["history_user"], request("x", route={"id_or_upn": OBRIEN_UPN})))
+    first, second = answer["reminders"]
+    assert first == {
+        "at": at(history.nights[2]),
+        "userId": OBRIEN_ID,
+        "userPrincipalName": OBRIEN_UPN,
+        "displayName": "Seán O'Brien",
+        "wave": "phase1",
+        "waveDate": "2025-09-30",
+        "step": "after-1",
+        "stage": "now required (first notice)",
+        "outcome": "sent",  # settled by the next run from ACS's operation status
+        "detail": "",
+        "recipient": OBRIEN_UPN,
+    }
+    assert (second["at"], second["wave"], second["outcome"]) == (at(history.nights[3]), "phase2", "accepted")
+    # exactly what the ledger holds, row for row
+    ledger = await ledger_rows(history, OBRIEN_ID)
+    assert sorted((r["step"], r["wave"], r["outcome"]) for r in answer["reminders"]) == sorted(
+        (e.key.step.id, e.key.wave_id, e.status.value) for e in ledger
+    )
+
+
+async def test_a_failed_reminder_says_why(functions: dict[str, Call], history: History) -> None:
+    answer = body(await call(functions["history_user"], request("x", route={"id_or_upn": FORMULA_ID})))
+    failed = answer["reminders"][0]
+    assert (failed["outcome"], failed["recipient"], failed["at"]) == ("failed", FORMULA_EMAIL, at(history.nights[2]))
+    assert FORMULA_EMAIL in failed["detail"] and "InvalidRecipients" in failed["detail"]
+    assert failed["displayName"] == FORMULA_NAME  # JSON carries the text as it is
+
+
+async def test_history_csv_is_one_timeline_with_the_reminders(functions: dict[str, Call], history: History) -> None:
+    table = rows(await call(functions["history_user"], request("x", {"format": "csv"}, {"id_or_upn": OBRIEN_ID})))
+    assert [(r["type"], r["kind"] or r["step"]) for r in table] == [
+        ("change", "new"),
+        ("change", "registered"),
+        ("change", "unregistered"),
+        ("reminder", "after-1"),  # an hour after the night he lost his methods
+        ("reminder", "after-1"),
+    ]
+    assert [r["night"] for r in table[:3]] == history.nights[:3]
+    assert [(r["wave"], r["outcome"], r["at"]) for r in table[3:]] == [
+        ("phase1", "sent", at(history.nights[2])),
+        ("phase2", "accepted", at(history.nights[3])),
+    ]
+    formula = rows(await call(functions["history_user"], request("x", {"format": "csv"}, {"id_or_upn": FORMULA_ID})))
+    reminder = next(r for r in formula if r["type"] == "reminder")
+    assert reminder["displayName"].startswith("'=HYPERLINK(")  # a reminder row is defused like any other
+
+
+async def test_reminders_come_with_the_first_page(functions: dict[str, Call]) -> None:
+    fn, route = functions["history_user"], {"id_or_upn": OBRIEN_ID}
+    first = body(await call(fn, request("x", {"limit": "2"}, route)))
+    assert len(first["reminders"]) == 2 and first["next"]
+    second = body(await call(fn, request("x", {"limit": "2", "continuation": first["next"]}, route)))
+    assert "reminders" not in second and [e["kind"] for e in second["events"]] == ["unregistered"]
+    csv_second = rows(
+        await call(fn, request("x", {"limit": "2", "continuation": first["next"], "format": "csv"}, route))
+    )
+    assert [r["type"] for r in csv_second] == ["change"]
+
+
+async def test_a_user_never_reminded_has_an_empty_list(functions: dict[str, Call], history: History) -> None:
+    async with TableServiceClient.from_connection_string(history.connection_string) as service:
+        users = await StateStore(service).load_users()
+    registered = next(uid for uid, u in users.items() if u.record.mfa_registered and not u.deleted)
+    answer = body(await call(functions["history_user"], request("x", route={"id_or_upn": registered})))
+    assert answer["reminders"] == []
 
 
 # --- a night's changes -------------------------------------------------------------------------------
@@ -384,6 +476,58 @@ async def test_coverage_series_and_its_pages(functions: dict[str, Call], history
     assert [r["night"] for r in table] == history.nights
 
 
+async def coverage_rows(history: History, first: str, last: str) -> dict[str, dict[str, Any]]:
+    async with TableServiceClient.from_connection_string(history.connection_string) as service:
+        runs = service.get_table_client(schema.RUNS_TABLE)
+        query = runs.query_entities(
+            "PartitionKey eq @pk and RowKey ge @first and RowKey le @last",
+            parameters={"pk": schema.COVERAGE_PARTITION, "first": first, "last": last},
+        )
+        return {str(e["RowKey"]): dict(e) async for e in query}
+
+
+async def test_coverage_carries_the_in_scope_figures_per_phase(functions: dict[str, Call], history: History) -> None:
+    fn = functions["history_coverage"]
+    items = body(await call(fn, request("coverage")))["items"]
+    stored = await coverage_rows(history, history.nights[0], history.last_night)
+    for item in items:
+        row = stored[item["night"]]
+        for phase, prefix in (("phase1", "Phase1"), ("phase2", "Phase2")):
+            figures = item["phases"][phase]
+            assert figures == {
+                "users": row[f"{prefix}InScope"],
+                "registered": row[f"{prefix}Registered"],
+                "unregistered": row[f"{prefix}Unregistered"],
+                "unknown": row[f"{prefix}Unknown"],
+                "percent": row.get(f"{prefix}CoveragePercent"),
+            }
+            assert figures["registered"] + figures["unregistered"] + figures["unknown"] == figures["users"]
+            assert figures["users"] <= item["inScope"]["users"] <= item["enabled"]
+    # the last night's phase figures are the unregistered list of each phase, counted by the sync
+    last = items[-1]
+    for phase in ("phase1", "phase2"):
+        listed = body(await call(functions["history_unregistered"], request("u", {"scope": phase, "limit": "1000"})))
+        assert last["phases"][phase]["unregistered"] == len(listed["items"]) > 0
+    table = rows(await call(fn, request("coverage", {"format": "csv"})))
+    assert [int(r["phase2Unregistered"]) for r in table] == [i["phases"]["phase2"]["unregistered"] for i in items]
+
+
+async def test_coverage_of_nights_recorded_before_the_scope_figures(
+    functions: dict[str, Call], history: History
+) -> None:
+    """A coverage row written before per-phase figures existed: null, never made-up zeros."""
+    async with TableServiceClient.from_connection_string(history.connection_string) as service:
+        runs = service.get_table_client(schema.RUNS_TABLE)
+        row = await runs.get_entity(schema.COVERAGE_PARTITION, history.last_night)
+        old = {k: v for k, v in row.items() if not k.startswith(("Phase", "InScope", "Scope", "Excluded"))}
+        await runs.upsert_entity({**old, "RowKey": "2020-01-01"})
+    fn = functions["history_coverage"]
+    (item,) = body(await call(fn, request("coverage", {"from": "2020-01-01", "to": "2020-01-31"})))["items"]
+    assert item["phases"] is None and item["inScope"] is None and item["registered"] == row["Registered"]
+    (cells,) = rows(await call(fn, request("coverage", {"from": "2020-01-01", "to": "2020-01-31", "format": "csv"})))
+    assert cells["phase1Unregistered"] == "" and cells["registered"] == str(row["Registered"])
+
+
 @pytest.mark.parametrize(
     "params", [{"from": "2026-11-30", "to": "2026-11-01"}, {"from": "2026-02-30"}, {"to": "tomorrow"}]
 )
@@ -407,7 +551,70 @@ async def test_report_is_self_contained_html_with_names_escaped(functions: dict[
     assert "&#34;http://evil.example&#34;" in html  # a name that looks like a link is just text
     assert "<svg" in html and "Unregistered and in scope" in html
     assert f"on the night of {history.last_night}" in html
-    assert "Reminders" not in html  # no reminder data, no section
+    assert f"<h2>Reminders on {history.last_night} (UTC)</h2>" in html
+
+
+def reminder_rows(html: str) -> list[list[str]]:
+    """The cells of the report's reminders table, as text (tags dropped, entities unescaped)."""
+    section = html[html.index("<h2>Reminders") :]
+    section = section[: section.index("</table>")]
+    return [
+        [htmllib.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+        for row in re.findall(r"<tr>(<td.*?)</tr>", section, flags=re.S)
+    ]
+
+
+async def test_report_shows_last_nights_reminder_outcomes(functions: dict[str, Call], history: History) -> None:
+    html = (await call(functions["history_report"], request("report"))).get_body().decode()
+    async with TableServiceClient.from_connection_string(history.connection_string) as service:
+        outcomes = await ReminderLedger(service).outcomes_on(date.fromisoformat(history.last_night))
+    assert outcomes and history.nudges[history.last_night].sent > 0
+    table = reminder_rows(html)
+    assert len(table) == len(outcomes)  # the whole day: every reminder whose status changed on it
+    for status in {e.status.value for e in outcomes}:
+        count = sum(e.status.value == status for e in outcomes)
+        assert f"<li>{status}: {count}</li>" in html
+
+    def of(name: str) -> list[list[str]]:
+        return [cells for cells in table if cells[1] == name]
+
+    # O'Brien: the reminder sent yesterday (settled today, from ACS's status) and today's (not yet)
+    assert [cells[:6] for cells in of("Seán O'Brien")] == [
+        [at(night)[:16].replace("T", " "), "Seán O'Brien", OBRIEN_UPN, wave, "now required (first notice)", outcome]
+        for night, wave, outcome in ((history.nights[2], "phase1", "sent"), (history.nights[3], "phase2", "accepted"))
+    ]
+    assert {cells[2] for cells in of(EVE_NAME)} == {EVE_UPN}
+    failed = [cells for cells in of(FORMULA_NAME) if cells[5] == "failed"]
+    assert len(failed) == 1 and FORMULA_EMAIL in failed[0][6]  # ACS's reason
+    # names from the directory are text, in the reminders table as everywhere
+    section = html[html.index("<h2>Reminders") :]
+    assert "<script" not in section and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Ève" in section
+
+
+async def test_report_charts_coverage_by_phase(functions: dict[str, Call], history: History) -> None:
+    html = (await call(functions["history_report"], request("report"))).get_body().decode()
+    items = body(await call(functions["history_coverage"], request("coverage")))["items"]
+    panels = re.findall(r'<svg role="img" aria-label="([^"]+)"', html)
+    assert panels == [
+        "All enabled accounts",
+        "Phase 1 in scope: portals, admin centers",
+        "Phase 2 in scope: CLI, PowerShell, IaC, ARM",
+        "Coverage: share registered (of those the report lists), all enabled and in scope per phase",
+    ]
+    svgs = dict(zip(panels, re.findall(r"<svg .*?</svg>", html, flags=re.S), strict=True))
+    for title, phase in ((panels[1], "phase1"), (panels[2], "phase2")):
+        bars = re.findall(r"<g><title>(.*?)</title>", svgs[title])
+        assert bars == [
+            f"{i['night']}: Registered {i['phases'][phase]['registered']:,}, "
+            f"Unregistered {i['phases'][phase]['unregistered']:,}, "
+            f"Not yet in the report {i['phases'][phase]['unknown']:,}"
+            for i in items
+        ]
+        assert 'class="unreg"' in svgs[title]  # O'Brien, Eve...: red on every night
+    lines = svgs[panels[3]]
+    assert re.findall(r'<polyline class="([^"]+)"', lines) == ["all", "phase1", "phase2"]
+    assert len(re.findall(r'<circle class="phase2"', lines)) == len(items)
+    assert 'aria-label="Admins"' not in html
 
 
 @pytest.mark.parametrize("nights", ["0", "367", "x"])

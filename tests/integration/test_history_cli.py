@@ -1,5 +1,5 @@
-"""The command line, run in-process through main(argv), against several nights of real history;
-and the reminder extension point of the read side."""
+"""The command line, run in-process through main(argv), against several nights of real history
+and the reminders real nudge runs recorded; and the reminder extension point of the read side."""
 
 from __future__ import annotations
 
@@ -19,7 +19,17 @@ from shared.adapters.history_reader import HistoryReader
 from shared.params import UserRef
 from shared.presentation.timeline import ReminderLine
 from sim.azurite import Azurite
-from tests.integration.history_fixtures import EVE_ID, EVE_NAME, EVE_UPN, OBRIEN_ID, OBRIEN_UPN, History, build_history
+from tests.integration.history_fixtures import (
+    EVE_ID,
+    EVE_NAME,
+    EVE_UPN,
+    FORMULA_EMAIL,
+    FORMULA_ID,
+    OBRIEN_ID,
+    OBRIEN_UPN,
+    History,
+    build_history,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +48,29 @@ def test_history_by_upn_reads_like_a_timeline(history: History) -> None:
     assert text.startswith(f"Seán O'Brien <{OBRIEN_UPN}>")
     assert "MFA: NOT registered" in text and "admin: yes" in text
     lines = [line for line in text.splitlines() if line.startswith(tuple(history.nights))]
-    assert [line.split()[2] for line in lines] == ["new", "registered", "unregistered"]
+    assert [line.split()[1:3] for line in lines] == [
+        ["v1", "new"],
+        ["v2", "registered"],
+        ["v3", "unregistered"],
+        ["reminder", "phase1"],  # the morning after he lost his methods: sent
+        ["reminder", "phase2"],  # the next morning: handed to ACS, not settled yet
+    ]
+    assert "now required (first notice): sent" in lines[3] and lines[3].startswith(history.nights[2])
+    assert "now required (first notice): accepted" in lines[4] and lines[4].startswith(history.nights[3])
 
 
 def test_history_as_json_and_csv(history: History) -> None:
     answer = json.loads(run(history, "history", EVE_UPN, "--format", "json"))
     assert answer["user"]["id"] == EVE_ID and answer["user"]["displayName"] == EVE_NAME
+    assert [(r["wave"], r["displayName"]) for r in answer["reminders"]] == [("phase1", EVE_NAME), ("phase2", EVE_NAME)]
     table = list(csv.DictReader(io.StringIO(run(history, "history", OBRIEN_ID, "--format", "csv"))))
-    assert [r["kind"] for r in table] == ["new", "registered", "unregistered"]
+    assert [r["kind"] or r["type"] for r in table] == ["new", "registered", "unregistered", "reminder", "reminder"]
+    assert [(r["wave"], r["step"], r["outcome"]) for r in table[3:]] == [
+        ("phase1", "after-1", "sent"),
+        ("phase2", "after-1", "accepted"),
+    ]
+    failed = json.loads(run(history, "history", FORMULA_ID, "--format", "json"))["reminders"][0]
+    assert failed["outcome"] == "failed" and FORMULA_EMAIL in failed["detail"]
 
 
 def test_changes_of_a_night(history: History) -> None:
@@ -66,6 +91,14 @@ def test_unregistered_and_coverage(history: History) -> None:
     table = list(csv.DictReader(io.StringIO(run(history, "coverage", "--format", "csv"))))
     assert [r["night"] for r in table] == history.nights
     assert history.last_night in run(history, "coverage", "--from", history.nights[1])
+    # in scope per phase: the JSON figures, and "unregistered / in scope" in the table
+    points = json.loads(run(history, "coverage", "--format", "json"))["items"]
+    phase2 = points[-1]["phases"]["phase2"]
+    assert phase2["unregistered"] > 0 and phase2["users"] >= phase2["unregistered"]
+    text = run(history, "coverage")
+    assert "phase1 unreg. / in scope" in text.splitlines()[0]
+    last = next(line for line in text.splitlines() if line.startswith(history.last_night))
+    assert last.rstrip().endswith(f"{phase2['unregistered']:,} / {phase2['users']:,}")
 
 
 def test_report_writes_one_html_file(history: History, tmp_path: Path) -> None:
@@ -74,6 +107,9 @@ def test_report_writes_one_html_file(history: History, tmp_path: Path) -> None:
     assert str(target) in text
     html = target.read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>") and "&lt;script&gt;" in html and "<script" not in html
+    reminders = html[html.index(f"<h2>Reminders on {history.last_night} (UTC)</h2>") :]
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; Ève" in reminders and "<li>failed: 1</li>" in reminders
+    assert 'aria-label="Phase 2 in scope: CLI, PowerShell, IaC, ARM"' in html
 
 
 def test_sync_runs_the_nightly_job(history: History, monkeypatch: pytest.MonkeyPatch) -> None:

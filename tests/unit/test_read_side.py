@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from shared import queries
-from shared.adapters.history_reader import ChangeEntry, CoveragePoint, Cursor
+from shared.adapters.history_reader import ChangeEntry, CoveragePoint, Cursor, ScopeCoverage, coverage_from_entity
+from shared.domain.cadence import parse_step
+from shared.domain.nudges import LedgerEntry, ReminderKey, Status
 from shared.domain.readiness import (
     ScopeFilter,
     UnknownChoice,
@@ -39,9 +41,20 @@ from shared.params import (
 )
 from shared.presentation import chart, tokens
 from shared.presentation.report import ReportData, render_report
-from shared.presentation.serialize import csv_text, exposure_columns, exposure_row, safe_cell
+from shared.presentation.serialize import (
+    COVERAGE_COLUMNS,
+    TIMELINE_COLUMNS,
+    coverage_json,
+    csv_text,
+    exposure_columns,
+    exposure_row,
+    reminder_json,
+    safe_cell,
+    timeline_row,
+)
+from shared.presentation.serialize import coverage_row as coverage_row_of
 from shared.presentation.text import days_text, describe_change, table
-from shared.presentation.timeline import ReminderLine, merge
+from shared.presentation.timeline import ReminderLine, merge, reminder_line, stage_text
 
 TODAY = date(2026, 6, 1)
 WAVES = (
@@ -350,8 +363,8 @@ def test_report_shows_reminders_only_when_given() -> None:
     reminder = ReminderLine("u1", "2026-05-30T09:00:00Z", "phase2", "first", "failed", "<no address>", "ada@x", "Ada")
     html = render_report(report_data(reminders=[reminder]))
     assert "<h2>Reminders</h2>" in html and "&lt;no address&gt;" in html and "failed" in html
-    empty = render_report(report_data(reminders=[]))
-    assert "<h2>Reminders</h2>" in empty and "No reminders were sent" in empty
+    empty = render_report(report_data(reminders=[], reminders_day="2026-06-01"))
+    assert "<h2>Reminders on 2026-06-01 (UTC)</h2>" in empty and "No reminder was recorded on 2026-06-01" in empty
 
 
 def test_report_before_the_first_sync() -> None:
@@ -395,3 +408,193 @@ async def test_a_reused_upn_finds_its_live_owner() -> None:
         await queries.find_user(reader, UserRef(upn="ada@contoso.example"))
     with pytest.raises(queries.UserNotFound):
         await queries.find_user(_Reader([]), UserRef(user_id="nobody"))  # type: ignore[arg-type]
+
+
+# --- reminders in the timeline and the report --------------------------------------------------------
+
+
+def ledger_entry(step: str, status: Status, **kw: Any) -> LedgerEntry:
+    key = ReminderKey("u1", "phase2", date(2026, 7, 1), parse_step(step))
+    return LedgerEntry(key, status, recorded=datetime(2026, 6, 2, 4, 15, tzinfo=UTC), **kw)
+
+
+def test_a_ledger_entry_as_a_timeline_line() -> None:
+    posted = datetime(2026, 6, 1, 3, 15, tzinfo=UTC)
+    line = reminder_line(
+        ledger_entry("before-30", Status.SENT, posted=posted, recipient="ada@x"), upn="ada@x", display_name="Ada"
+    )
+    assert line == ReminderLine(
+        "u1",
+        posted.isoformat(),
+        "phase2",
+        "30 days before",
+        "sent",
+        "",
+        "ada@x",
+        "Ada",
+        "2026-07-01",
+        "before-30",
+        "ada@x",
+    )
+    # not handed to ACS: the time its outcome was recorded
+    cancelled = reminder_line(ledger_entry("after-1", Status.CANCELLED, detail="registered meanwhile"))
+    assert cancelled.at == "2026-06-02T04:15:00+00:00" and cancelled.detail == "registered meanwhile"
+    assert [stage_text(parse_step(s)) for s in ("before-1", "before-14", "after-1", "after-3")] == [
+        "1 day before",
+        "14 days before",
+        "now required (first notice)",
+        "still blocked (notice 3)",
+    ]
+
+
+def test_reminders_as_json_and_csv_rows() -> None:
+    line = reminder_line(ledger_entry("after-2", Status.FAILED, detail="=bad"), upn="u@x", display_name="@Ada")
+    assert reminder_json(line) | {"at": ""} == {
+        "at": "",
+        "userId": "u1",
+        "userPrincipalName": "u@x",
+        "displayName": "@Ada",
+        "wave": "phase2",
+        "stage": "still blocked (notice 2)",
+        "outcome": "failed",
+        "detail": "=bad",
+        "waveDate": "2026-07-01",
+        "step": "after-2",
+        "recipient": "",
+    }
+    (row,) = csv.DictReader(io.StringIO(csv_text(TIMELINE_COLUMNS, [timeline_row(line)])))
+    assert (row["type"], row["displayName"], row["detail"], row["step"]) == ("reminder", "'@Ada", "'=bad", "after-2")
+
+
+def test_the_report_counts_every_outcome_and_badges_failures() -> None:
+    failed = ReminderLine("u1", "2026-06-01T03:15:00+00:00", "phase2", "14 days before", "failed", "no mailbox")
+    html = render_report(
+        report_data(
+            reminders=[failed],
+            reminders_day="2026-06-01",
+            reminders_total=700,
+            reminders_by_outcome={"failed": 1, "sent": 699},
+        )
+    )
+    assert "<li>sent: 699</li>" in html and "<li>failed: 1</li>" in html
+    assert "1 of 700 reminders are shown" in html
+    assert '<span class="past">failed</span>' in html and "2026-06-01 03:15" in html
+
+
+# --- coverage by enforcement phase ---------------------------------------------------------------------
+
+
+def coverage_row(**extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"PartitionKey": "coverage", "RowKey": "2026-06-01", "Users": 10, "Registered": 6}
+    row.update(extra)
+    return row
+
+
+def phase_props(prefix: str, users: int, registered: int, unregistered: int, percent: float | None) -> dict[str, Any]:
+    props = {
+        f"{prefix}InScope" if prefix != "InScope" else "InScope": users,
+        f"{prefix}Registered": registered,
+        f"{prefix}Unregistered": unregistered,
+        f"{prefix}Unknown": users - registered - unregistered,
+    }
+    if percent is not None:
+        props[f"{prefix}CoveragePercent"] = percent
+    return props
+
+
+def test_coverage_rows_with_and_without_phase_figures() -> None:
+    old = coverage_from_entity(coverage_row())
+    assert old.in_scope is None and old.phases == {}  # recorded before scope: not zeros
+    row = coverage_row(
+        **phase_props("InScope", 5, 2, 2, 50.0),
+        **phase_props("Phase1", 3, 1, 2, 33.33),
+        **phase_props("Phase2", 5, 2, 2, 50.0),
+    )
+    new = coverage_from_entity(row)
+    assert new.in_scope == ScopeCoverage(5, 2, 2, 1, 50.0)
+    assert new.phases == {"phase1": ScopeCoverage(3, 1, 2, 0, 33.33), "phase2": ScopeCoverage(5, 2, 2, 1, 50.0)}
+    nobody = coverage_from_entity(coverage_row(**phase_props("Phase1", 0, 0, 0, None)))
+    assert nobody.phases == {"phase1": ScopeCoverage(0, 0, 0, 0, None)}  # in scope of none: a figure, 0
+
+    assert coverage_json(old)["phases"] is None and coverage_json(old)["inScope"] is None
+    assert coverage_json(new)["phases"]["phase1"] == {
+        "users": 3,
+        "registered": 1,
+        "unregistered": 2,
+        "unknown": 0,
+        "percent": 33.33,
+    }
+    cells = list(csv.DictReader(io.StringIO(csv_text(COVERAGE_COLUMNS, [coverage_row_of(old), coverage_row_of(new)]))))
+    assert cells[0]["phase1Unregistered"] == "" and cells[0]["inScopeUsers"] == ""
+    assert (cells[1]["phase1Unregistered"], cells[1]["phase2Users"], cells[1]["inScopePercent"]) == ("2", "5", "50.0")
+
+
+def with_phases(p: CoveragePoint, phase1: tuple[int, int], phase2: tuple[int, int]) -> CoveragePoint:
+    def c(registered: int, unregistered: int) -> ScopeCoverage:
+        return ScopeCoverage(
+            registered + unregistered, registered, unregistered, 0, 100 * registered / (registered + unregistered)
+        )
+
+    return replace(p, phases={"phase1": c(*phase1), "phase2": c(*phase2)})
+
+
+def test_the_chart_by_phase_with_a_fallback_for_old_nights() -> None:
+    old, newer, latest = point("2026-05-30", 89, 11), point("2026-05-31", 90, 10), point("2026-06-01", 91, 9)
+    html = render_report(
+        report_data(coverage=[old, with_phases(newer, (7, 3), (4, 6)), with_phases(latest, (8, 2), (5, 5))])
+    )
+    assert html.count("<svg") == 4  # all enabled, phase 1, phase 2, and the coverage lines
+    assert 'aria-label="Phase 1 in scope: portals, admin centers"' in html
+    assert 'aria-label="Phase 2 in scope: CLI, PowerShell, IaC, ARM"' in html
+    assert 'aria-label="Admins"' not in html
+    assert "<title>2026-06-01: Registered 8, Unregistered 2, Not yet in the report 0</title>" in html
+    assert "<title>2026-05-31: Registered 4, Unregistered 6, Not yet in the report 0</title>" in html
+    assert "2026-05-30: Registered 89" in html  # the old night is in the all-accounts panel...
+    assert html.count("<title>2026-05-30: Registered") == 1  # ...and no phase bar stands for it
+    assert '<polyline class="phase1"' in html and '<polyline class="phase2"' in html
+    assert "2026-06-01: Phase 2 in scope 50%" in html and "2026-05-30: Phase 1" not in html
+    assert "Nights recorded before the figures per phase existed have no phase bar." in html
+    assert "no phase bar" not in render_report(report_data(coverage=[with_phases(latest, (8, 2), (5, 5))]))
+    # Nights recorded before the scope figures only: admins and guests, as before.
+    fallback = render_report(report_data())
+    assert (
+        'aria-label="Admins"' in fallback and 'aria-label="Guests"' in fallback and "Phase 1 in scope" not in fallback
+    )
+    assert "recorded before figures per enforcement phase" in fallback
+
+
+def test_a_bar_chart_leaves_out_nights_without_figures() -> None:
+    c = chart.stacked_bars("t", ["2026-05-31", "2026-06-01"], [chart.Series("a", "reg", [None, 3])])
+    assert [b.title for b in c.bars] == ["2026-06-01: a 3"]
+
+
+class _Ledger:
+    def __init__(self, entries: list[LedgerEntry]) -> None:
+        self.entries = entries
+        self.days: list[date] = []
+
+    async def outcomes_on(self, day: date) -> list[LedgerEntry]:
+        self.days.append(day)
+        return self.entries
+
+
+async def test_a_days_outcomes_keep_what_needs_a_look_and_name_everyone() -> None:
+    def entry(n: int, status: Status) -> LedgerEntry:
+        key = ReminderKey(f"u{n}", "phase2", date(2026, 7, 1), parse_step("after-1"))
+        return LedgerEntry(key, status, recorded=datetime(2026, 6, 1, 3, n, tzinfo=UTC))
+
+    entries = [entry(n, Status.SENT) for n in range(1, 6)] + [entry(9, Status.FAILED)]
+    ledger: Any = _Ledger(entries)
+    registered = StoredUser(rec(id="u2", display_name="Gone Registered"), 1, None)  # not in the unregistered list
+    reader: Any = _Reader([registered])
+    known = [rec(id="u1", display_name="<Ada>"), rec(id="u9", display_name="Bob")]
+    outcomes = await queries.reminder_outcomes(ledger, reader, date(2026, 6, 1), known, limit=3)
+    assert ledger.days == [date(2026, 6, 1)]
+    assert (outcomes.day, outcomes.total, outcomes.by_outcome) == ("2026-06-01", 6, {"failed": 1, "sent": 5})
+    # the failure first, then the earliest; shown in time order
+    assert [(line.user_id, line.outcome) for line in outcomes.lines] == [
+        ("u1", "sent"),
+        ("u2", "sent"),
+        ("u9", "failed"),
+    ]
+    assert [line.display_name for line in outcomes.lines] == ["<Ada>", "Gone Registered", "Bob"]
