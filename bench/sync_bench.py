@@ -142,7 +142,16 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.child_sync:
-        print(json.dumps(asyncio.run(_child_sync(args.child_sync))))
+        profile_to = os.environ.get("BENCH_PROFILE_DIR")
+        if profile_to:  # python bench/sync_bench.py with BENCH_PROFILE_DIR=dir: cProfile each sync
+            import cProfile
+
+            profiler = cProfile.Profile()
+            result = profiler.runcall(asyncio.run, _child_sync(args.child_sync))
+            profiler.dump_stats(os.path.join(profile_to, f"sync-{args.child_sync[:10]}.prof"))
+        else:
+            result = asyncio.run(_child_sync(args.child_sync))
+        print(json.dumps(result))
         return 0
 
     from sim.azurite import Azurite
