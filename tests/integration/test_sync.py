@@ -300,3 +300,17 @@ async def test_a_writer_that_sneaks_in_is_detected_not_overwritten(
     assert recovered.status is RunStatus.COMPLETED
     row = await store.users.get_entity(schema.shard_of(victim), schema.state_key(victim))
     assert row["DisplayName"] == "renamed tonight"
+
+
+async def test_a_flood_of_bad_users_is_counted_but_logged_only_a_few_times(
+    tenant: Tenant, graph: GraphReader, store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant.collections["users"] = [*tenant.users, *({"id": f"bad/{i}"} for i in range(50))]
+    tenant.touch()
+    with caplog.at_level("WARNING", logger="shared.jobs.sync"):
+        run = await sync(graph, store, Nights())
+    assert run.status is RunStatus.COMPLETED
+    assert run.figures and sum(run.figures.skipped.values()) == 50
+    assert run.figures.users == 300  # everyone else recorded
+    logged = [r for r in caplog.records if r.getMessage().startswith("skipped a user")]
+    assert len(logged) == 20
