@@ -33,6 +33,11 @@ class Lease:
     etag: str
 
 
+def renewal_due(lease: Lease, now: datetime, seconds: float) -> bool:
+    """Renew once a third of a ``seconds``-long lease has passed, so a slow step never outlives it."""
+    return (lease.until - now).total_seconds() <= seconds * 2 / 3
+
+
 class LeaseRow:
     """The lease kept in row ``name`` of ``table``; ``what`` names the job in messages."""
 

@@ -36,7 +36,7 @@ from shared.adapters.email import (
     Throttled,
 )
 from shared.adapters.graph import GraphError, GraphPermissionError
-from shared.adapters.leases import Lease, LeaseHeldError
+from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
 from shared.adapters.reminder_ledger import ClaimConflict, ReminderLedger
 from shared.domain.messages import Digest, DigestLine, Email, Sender, render_digest, render_reminder
 from shared.domain.nudges import (
@@ -439,7 +439,7 @@ class _Job:
 
     async def _keep_lease(self) -> None:
         now = self.clock()
-        if (self.lease.until - now).total_seconds() > self.options.lease_seconds * 2 / 3:
+        if not renewal_due(self.lease, now, self.options.lease_seconds):
             return
         try:
             self.lease = await self.ledger.renew_lease(self.lease, now, self.options.lease_seconds)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
-from shared.adapters.leases import Lease, LeaseHeldError
+from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
 from shared.adapters.state_store import MAX_BATCH, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
@@ -192,12 +191,11 @@ class _LeaseKeeper:
 
     def __init__(self, store: StateStore, lease: Lease, seconds: float, clock: Callable[[], datetime]) -> None:
         self.store, self.lease, self.seconds, self.clock = store, lease, seconds, clock
-        self._renewed = time.monotonic()
 
     async def keep(self) -> None:
-        if time.monotonic() - self._renewed >= self.seconds / 3:
-            self.lease = await self.store.renew_lease(self.lease, self.clock(), self.seconds)
-            self._renewed = time.monotonic()
+        now = self.clock()
+        if renewal_due(self.lease, now, self.seconds):
+            self.lease = await self.store.renew_lease(self.lease, now, self.seconds)
 
 
 @dataclass
