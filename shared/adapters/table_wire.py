@@ -7,10 +7,17 @@ tenant reads 100,000 rows and writes thousands. This module builds the OData ``$
 reads query pages as plain JSON, while authentication (managed identity or Azurite's shared key),
 retries and the transport stay the SDK's (``TableClient._client.send_request``). Same wire
 protocol, checked by the tests against Azurite.
+
+``submit_batch`` returns each operation's new ETag (from the changeset sub-responses), ready for a
+later ``If-Match``. ``entity_json`` writes ``bytes`` as ``Edm.Binary`` (at most 64 KiB a property)
+and ``binary_value`` decodes one from a queried entity. ``get_entity`` is a point read returning
+the same plain JSON as ``query_pages`` (None when the row does not exist).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import uuid
@@ -24,7 +31,9 @@ from azure.data.tables.aio import TableClient
 
 Operation = Literal["create", "update", "upsert"]
 _INT32 = range(-(2**31), 2**31)
+MAX_BINARY_BYTES = 65_536  # Table Storage's limit for one Edm.Binary property
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3})")
+_ETAG_HEADER = re.compile(rb"^etag:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _ERROR_BODY = re.compile(rb"\{.*\}", re.DOTALL)
 
 
@@ -66,6 +75,14 @@ def entity_json(entity: Mapping[str, Any]) -> str:
             body[f"{name}@odata.type"] = "Edm.Double"
         elif isinstance(value, (int, str)):
             body[name] = value
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            if len(data) > MAX_BINARY_BYTES:
+                raise ValueError(
+                    f"property {name} holds {len(data)} bytes; Table Storage allows at most {MAX_BINARY_BYTES}"
+                )
+            body[name] = base64.b64encode(data).decode("ascii")
+            body[f"{name}@odata.type"] = "Edm.Binary"
         else:
             raise TypeError(f"property {name} has unsupported type {type(value).__name__}")
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
@@ -93,10 +110,33 @@ def _part(base: str, table_name: str, op: BatchOp) -> str:
     )
 
 
-async def submit_batch(table: TableClient, operations: Sequence[BatchOp]) -> None:
-    """One entity-group transaction: all operations apply, or none (BatchRejected)."""
+def binary_value(entity: Mapping[str, Any], name: str) -> bytes | None:
+    """The bytes of binary property ``name`` of an entity from ``query_pages``/``get_entity``; None if absent."""
+    value = entity.get(name)
+    if value is None:
+        return None
+    declared = entity.get(f"{name}@odata.type", "Edm.Binary")
+    if declared != "Edm.Binary":
+        raise ValueError(f"property {name} is {declared}, not Edm.Binary")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValueError(f"property {name} is a {type(value).__name__}, not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"property {name} is not valid base64: {error}") from None
+
+
+async def submit_batch(table: TableClient, operations: Sequence[BatchOp]) -> list[str | None]:
+    """One entity-group transaction: all operations apply, or none (BatchRejected).
+
+    Returns the new ETag of each operation, in order: the value ``query_pages`` reports as
+    ``odata.etag`` and a later ``BatchOp("update", ..., etag)`` accepts. An entry is None if the
+    service sent no ETag for it (or sub-responses could not be matched one to one to operations).
+    """
     if not operations:
-        return
+        return []
     if len(operations) > 100:
         raise ValueError("a transaction holds at most 100 operations")
     if len({op.entity["PartitionKey"] for op in operations}) != 1:
@@ -125,10 +165,17 @@ async def submit_batch(table: TableClient, operations: Sequence[BatchOp]) -> Non
     content = await response.read()
     if response.status_code != 202:
         raise _rejection(response.status_code, content)
+    etags: list[str | None] = []
     for match in _STATUS.finditer(content):
         status = int(match.group(1))
         if not 200 <= status < 300:
             raise _rejection(status, content[match.end() :])
+        # The sub-response's headers run from its status line to the first blank line.
+        end = content.find(b"\r\n\r\n", match.end())
+        etag = _ETAG_HEADER.search(content, match.end(), len(content) if end < 0 else end)
+        etags.append(etag.group(1).decode("latin-1") if etag else None)
+    # Sub-responses come in request order, one per operation; anything else is not trustworthy.
+    return etags if len(etags) == len(operations) else [None] * len(operations)
 
 
 def _rejection(status: int, content: bytes) -> BatchRejected:
@@ -154,6 +201,31 @@ def _literal(value: str) -> str:
 def range_filter(partition: str, low: str, high: str) -> str:
     """PartitionKey eq partition and low <= RowKey < high, with the values quoted for OData."""
     return f"PartitionKey eq {_literal(partition)} and RowKey ge {_literal(low)} and RowKey lt {_literal(high)}"
+
+
+async def get_entity(table: TableClient, partition_key: str, row_key: str) -> dict[str, Any] | None:
+    """One entity as plain JSON (``odata.etag`` included, like ``query_pages``), or None if no such row.
+
+    A missing table is an error (BatchRejected, code TableNotFound), not a missing row.
+    """
+    request = HttpRequest(
+        "GET",
+        f"{_base(table)}/{table.table_name}(PartitionKey='{_key(partition_key)}',RowKey='{_key(row_key)}')",
+        headers={
+            "Accept": "application/json;odata=minimalmetadata",
+            "DataServiceVersion": "3.0",
+            "x-ms-version": table.api_version,
+        },
+    )
+    response = await table._client.send_request(request)
+    if response.status_code == 200:
+        entity: dict[str, Any] = json.loads(response.content)
+        entity.pop("odata.metadata", None)
+        return entity
+    rejection = _rejection(response.status_code, response.content)
+    if response.status_code == 404 and rejection.code != "TableNotFound":
+        return None
+    raise rejection
 
 
 async def query_pages(
