@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.domain.deltas import ChangeKind, UserUpdate
 from shared.domain.normalize import Skipped, unknown_methods
@@ -55,19 +56,81 @@ class NightFigures:
     excluded: dict[str, int] = field(default_factory=dict)  # exclusion code -> in-scope users
 
 
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What ``Census.count_user`` counts of a record: ``count_profile(profile_of(r))`` is
+    ``count_user(r)``. The sync remembers it for users it does not recompute (``domain.steady``)."""
+
+    guest: bool
+    enabled: bool
+    admin: bool
+    registered: bool | None
+    unknown_methods: tuple[str, ...] = ()
+    scope_known: bool = False
+    in_scope: bool = False
+    phases: tuple[str, ...] = ()
+    reason_kinds: tuple[str, ...] = ()
+    exclusion_code: str | None = None
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.guest,
+            self.enabled,
+            self.admin,
+            self.registered,
+            list(self.unknown_methods),
+            self.scope_known,
+            self.in_scope,
+            list(self.phases),
+            list(self.reason_kinds),
+            self.exclusion_code,
+        ]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Profile:
+        """The inverse of ``to_json``; ValueError for anything else."""
+        if not isinstance(data, list) or len(data) != 10:
+            raise ValueError("a profile is a list of 10 values")
+        g, e, a, r, unknown, known, scoped, phases, kinds, code = data
+        if not all(isinstance(v, bool) for v in (g, e, a, known, scoped)) or not (r is None or isinstance(r, bool)):
+            raise ValueError("a profile's flags must be booleans")
+        if not all(isinstance(x, list) and all(isinstance(s, str) for s in x) for x in (unknown, phases, kinds)):
+            raise ValueError("a profile's lists must hold strings")
+        if not (code is None or isinstance(code, str)):
+            raise ValueError("a profile's exclusion code must be a string or null")
+        return cls(g, e, a, r, tuple(unknown), known, scoped, tuple(phases), tuple(kinds), code)
+
+
+def profile_of(record: UserRecord) -> Profile:
+    scope = record.scope
+    scoped = record.enabled and in_scope(record)
+    return Profile(
+        guest=record.is_guest,
+        enabled=record.enabled,
+        admin=record.is_admin is True,
+        registered=record.mfa_registered,
+        unknown_methods=unknown_methods(record.methods),
+        scope_known=scope.known,
+        in_scope=scoped,
+        phases=tuple(p.value for p in phases_of(record)) if scoped else (),
+        reason_kinds=tuple(sorted({reason_kind(r) for r in scope.reasons})) if scoped else (),
+        exclusion_code=scope.exclusion_code if scoped else None,
+    )
+
+
 @dataclass
 class _Tally:
     registered: int = 0
     unregistered: int = 0
     unknown: int = 0
 
-    def add(self, record: UserRecord) -> None:
-        if record.mfa_registered is True:
-            self.registered += 1
-        elif record.mfa_registered is False:
-            self.unregistered += 1
+    def add(self, registered: bool | None, n: int = 1) -> None:
+        if registered is True:
+            self.registered += n
+        elif registered is False:
+            self.unregistered += n
         else:
-            self.unknown += 1
+            self.unknown += n
 
     def frozen(self) -> Coverage:
         return Coverage(self.registered, self.unregistered, self.unknown)
@@ -99,34 +162,35 @@ class Census:
 
     def count_user(self, record: UserRecord) -> None:
         """Count tonight's record (after registration facts were carried forward)."""
-        self.users += 1
-        if record.is_guest:
-            self.guests += 1
-        else:
-            self.members += 1
-        self.unknown_method_names.update(unknown_methods(record.methods))
-        if not record.enabled:
-            self.disabled += 1
-            return
-        if record.is_admin:
-            self.admins += 1
-            self.admins_tally.add(record)
-        self.everyone.add(record)
-        (self.guests_tally if record.is_guest else self.members_tally).add(record)
-        self._count_scope(record)
+        self.count_profile(profile_of(record))
 
-    def _count_scope(self, record: UserRecord) -> None:
-        scope = record.scope
-        if scope.known:
-            self.scope_known += 1
-        if not in_scope(record):
+    def count_profile(self, profile: Profile, n: int = 1) -> None:
+        """Count ``n`` users of this profile (``steady.profile_of``): what ``count_user`` counts."""
+        self.users += n
+        if profile.guest:
+            self.guests += n
+        else:
+            self.members += n
+        self.unknown_method_names.update(profile.unknown_methods)
+        if not profile.enabled:
+            self.disabled += n
             return
-        self.in_scope_tally.add(record)
-        for phase in phases_of(record):
-            self.phase_tallies[phase].add(record)
-        self.scope_reasons.update({reason_kind(r) for r in scope.reasons})
-        if scope.exclusion_code:
-            self.excluded[scope.exclusion_code] += 1
+        if profile.admin:
+            self.admins += n
+            self.admins_tally.add(profile.registered, n)
+        self.everyone.add(profile.registered, n)
+        (self.guests_tally if profile.guest else self.members_tally).add(profile.registered, n)
+        if profile.scope_known:
+            self.scope_known += n
+        if not profile.in_scope:
+            return
+        self.in_scope_tally.add(profile.registered, n)
+        for phase in profile.phases:
+            self.phase_tallies[Phase(phase)].add(profile.registered, n)
+        for kind in profile.reason_kinds:
+            self.scope_reasons[kind] += n
+        if profile.exclusion_code:
+            self.excluded[profile.exclusion_code] += n
 
     def count_update(self, update: UserUpdate) -> None:
         if not update.changes:

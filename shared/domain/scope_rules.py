@@ -354,6 +354,17 @@ def _exclusion(
     return None, False
 
 
+def steady_in_time(previous: ScopeFacts, created: str | None, now: datetime, policy: ScopePolicy) -> bool:
+    """Whether the clock alone can no longer change this user's assessment. The rules read the
+    clock in two places: the sign-in memory's horizon (so: nothing remembered) and an account's
+    age for the never-signed-in filter (so: older than the lookback already, or no usable
+    creation date, which never counts as old)."""
+    if previous.tool_last_seen:
+        return False
+    at = _instant(created) if created else None
+    return at is None or now - at > timedelta(days=policy.lookback_days)
+
+
 def _ever_signed_in(memory: Mapping[str, str], previous: ScopeFacts | None, lookups: LookupResults) -> bool | None:
     """True once known (kept for good); False only from tonight's lookup (re-checked each night)."""
     if lookups.ever_signed_in is not None:
