@@ -26,6 +26,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 from shared.adapters import table_schema as schema
 from shared.adapters import table_wire as wire
 from shared.adapters.leases import Lease, LeaseRow
+from shared.adapters.snapshot import SnapshotStore
 from shared.domain.deltas import UserUpdate
 from shared.domain.records import StoredUser
 from shared.domain.runs import RunStatus, SyncRun
@@ -37,6 +38,15 @@ _LOAD_PAGE = 1000  # Table Storage's largest query page
 
 
 _CONFLICT_CODES = ("EntityAlreadyExists", "UpdateConditionNotSatisfied")
+
+
+@dataclass(frozen=True)
+class Committed:
+    """One committed transaction: its timeline rows (to index) and each written user's new ETag
+    (None if the service did not say)."""
+
+    timeline_rows: list[dict[str, Any]]
+    etags: dict[str, str | None]
 
 
 class ConcurrentWriteError(RuntimeError):
@@ -60,6 +70,7 @@ class StateStore:
         self.runs: TableClient = service.get_table_client(schema.RUNS_TABLE)
         self.counters = TableCounters()
         self._lease = LeaseRow(self.runs, schema.SYNC_LEASE_ROW, "sync")
+        self.snapshot = SnapshotStore(self.users, self.counters)
 
     async def ensure_tables(self) -> None:
         for name in schema.ALL_TABLES:
@@ -145,20 +156,23 @@ class StateStore:
 
     async def commit_updates(
         self, updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Write each user's state and events atomically, batch by batch, yielding the timeline
-        rows of each committed batch (the caller indexes them, even if a later batch fails)."""
+    ) -> AsyncIterator[Committed]:
+        """Write each user's state and events atomically, batch by batch, yielding what each
+        committed batch wrote (the caller indexes it, even if a later batch fails)."""
         by_shard: dict[str, list[UserUpdate]] = defaultdict(list)
         for update in updates:
             by_shard[schema.shard_of(update.stored.record.id)].append(update)
         for shard in sorted(by_shard):
-            for operations, timeline_rows in _batches(by_shard[shard], run, seen_at):
-                await self._submit(operations)
-                yield timeline_rows
+            for operations, timeline_rows, state_at in _batches(by_shard[shard], run, seen_at):
+                etags = await self._submit(operations)
+                yield Committed(
+                    timeline_rows,
+                    {operations[i].entity["UserId"]: etags[i] if i < len(etags) else None for i in state_at},
+                )
 
-    async def _submit(self, operations: list[wire.BatchOp]) -> None:
+    async def _submit(self, operations: list[wire.BatchOp]) -> list[str | None]:
         try:
-            await wire.submit_batch(self.users, operations)
+            etags = await wire.submit_batch(self.users, operations)
         except wire.BatchRejected as exc:
             if exc.status in (409, 412) or exc.code in _CONFLICT_CODES:
                 at = exc.index if exc.index is not None and 0 <= exc.index < len(operations) else None
@@ -169,6 +183,7 @@ class StateStore:
             raise
         self.counters.batches += 1
         self.counters.writes += len(operations)
+        return etags
 
     async def write_night_index(self, timeline_rows: Iterable[dict[str, Any]]) -> None:
         await self._upsert_partitioned(self.changes, [schema.night_entity(r) for r in timeline_rows])
@@ -187,19 +202,22 @@ class StateStore:
 
 def _batches(
     updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
-) -> Iterable[tuple[list[wire.BatchOp], list[dict[str, Any]]]]:
-    """Pack users into transactions of at most 100 operations, never splitting one user."""
+) -> Iterable[tuple[list[wire.BatchOp], list[dict[str, Any]], list[int]]]:
+    """Pack users into transactions of at most 100 operations, never splitting one user; with
+    each, the positions of its state-row operations."""
     operations: list[wire.BatchOp] = []
     timeline_rows: list[dict[str, Any]] = []
+    state_at: list[int] = []
     for update in updates:
         user_ops, user_rows = _operations_for(update, run, seen_at)
         if operations and len(operations) + len(user_ops) > MAX_BATCH:
-            yield operations, timeline_rows
-            operations, timeline_rows = [], []
+            yield operations, timeline_rows, state_at
+            operations, timeline_rows, state_at = [], [], []
+        state_at.append(len(operations))  # the state row comes first
         operations.extend(user_ops)
         timeline_rows.extend(user_rows)
     if operations:
-        yield operations, timeline_rows
+        yield operations, timeline_rows, state_at
 
 
 def _operations_for(update: UserUpdate, run: SyncRun, seen_at: str) -> tuple[list[wire.BatchOp], list[dict[str, Any]]]:

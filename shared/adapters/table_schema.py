@@ -38,6 +38,7 @@ SYNC_LEASE_ROW = "sync"
 _HEX = "0123456789abcdef"
 # u-z holds the rare id that does not start with a hex digit (replayed or odd data).
 SHARDS: tuple[str, ...] = (*(f"u-{c}" for c in _HEX), "u-z")
+SNAPSHOT_PARTITION = "snapshot"  # the sync's compact copy of every state row (shared/adapters/snapshot.py)
 STATE_PREFIX = "s|"
 EVENT_PREFIX = "e|"
 # '}' sorts right after '|', so [prefix, prefix with '|' replaced by '}') is exactly the prefix range.

@@ -28,6 +28,9 @@ class IoFigures:
     table_batches: int = 0  # entity-group transactions submitted
     arm_requests: int = 0  # Azure Resource Manager (Resource Graph) responses, retries included
     arm_throttled: int = 0
+    remembered_from: str = ""  # last night's users came from the "snapshot" or the "state_rows"
+    users_carried: int = 0  # steady users with unchanged Graph objects: counted, not recomputed
+    users_recomputed: int = 0
 
 
 class RegistrationSource(StrEnum):

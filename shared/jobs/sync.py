@@ -27,12 +27,14 @@ from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
 from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
+from shared.adapters.snapshot import STEADY, Head
 from shared.adapters.state_store import MAX_BATCH, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
 from shared.domain.normalize import (
     RegistrationFacts,
     Skipped,
+    clean_text,
     person_from_graph,
     record_from_graph,
     registration_from_graph,
@@ -51,12 +53,15 @@ from shared.domain.runs import (
     night_of,
 )
 from shared.domain.scope import in_scope
-from shared.domain.scope_rules import Lookup, LookupResults, PersonFacts, ScopeSignals, assess
+from shared.domain.scope_rules import NO_EVIDENCE, Lookup, LookupResults, PersonFacts, ScopeSignals, assess
+from shared.domain.steady import NO_ROW, REPORT_STAMP, ScopeRules, fingerprint, is_steady, report_fingerprint
 from shared.jobs.scope_signals import GatherFigures, ScopeSources, bounded, ever_signed_in, gather_signals, tenant_id_of
+from shared.jobs.sync_memory import Fingerprints, Memory, NextSnapshot, context, load_memory
 
 log = logging.getLogger(__name__)
 
 _LOGGED_SKIPS = 20  # per run; a malformed export of 100,000 users must not flood the logs
+_NO_PERSON = PersonFacts()  # without scope signals, nothing reads the person's facts
 
 
 class GraphCounters(Protocol):
@@ -96,6 +101,8 @@ class _Pull:
     updates: list[UserUpdate]
     census: Census
     seen: set[str]
+    next: NextSnapshot
+    context: str
     signals: SignalFigures = field(default_factory=SignalFigures)
 
 
@@ -122,16 +129,17 @@ async def run_sync(
 
     leases = _LeaseKeeper(store, lease, options.lease_seconds, clock)
     index_pending = False
+    memory_figures: dict[str, Any] = {}
     try:
         await store.save_run(run, index_pending=True)
         for pending in await store.runs_with_pending_index(exclude_run_id=run.run_id):
             repaired = await store.repair_night_index(pending)
             log.warning("repaired the night index of unfinished run %s (%d rows)", pending["RowKey"], repaired)
 
-        previous = await store.load_users()
+        memory = await load_memory(store)
         try:
             async with asyncio.timeout(options.time_budget_seconds):
-                pull = await _pull(graph, previous, run.started.isoformat(), leases, scope, run.started)
+                pull = await _pull(graph, memory, run.started.isoformat(), leases, scope, run.started)
         except TimeoutError:
             raise _PullFailed(
                 f"the pull did not finish within the time budget of {options.time_budget_seconds:g} s"
@@ -141,20 +149,36 @@ async def run_sync(
         except Exception as exc:
             raise _PullFailed(f"the pull failed: {type(exc).__name__}: {exc}") from exc
         run = replace(run, pull_complete=True, signals=pull.signals)
+        memory_figures = {
+            "remembered_from": "snapshot" if memory.snapshot is not None else "state_rows",
+            "users_carried": len(pull.next.carried_ids),
+            "users_recomputed": len(pull.seen) - len(pull.next.carried_ids),
+        }
 
-        gone = deletions(previous.values(), pull.seen, run.started.isoformat())
+        unseen = list(memory.unseen(pull.seen))
+        gone_users = [memory.stored(user_id) for user_id, deleted in unseen if not deleted]
+        gone = deletions([u for u in gone_users if u is not None], pull.seen, run.started.isoformat())
         for update in gone:
             pull.census.count_update(update)
         pull.updates.extend(gone)
-        del previous  # the remembered state is no longer needed: free it before writing
+        for user_id, deleted in unseen:
+            if deleted:
+                pull.next.keep_unseen(user_id)
+        if gone:
+            pull.next.changed = True
 
+        head = memory.head
+        if pull.updates:  # the state rows are about to change: the snapshot stops being true
+            head = await store.snapshot.invalidate(head)
         unindexed: list[dict[str, Any]] = []
+        etags: dict[str, str | None] = {}
         index_pending = True
         try:
-            async for rows in store.commit_updates(pull.updates, run, run.started.isoformat()):
+            async for committed in store.commit_updates(pull.updates, run, run.started.isoformat()):
                 # Index committed rows as they come, in full transactions, so a first night of
                 # 100,000 new users never holds all their event rows at once.
-                unindexed.extend(rows)
+                unindexed.extend(committed.timeline_rows)
+                etags.update(committed.etags)
                 if len(unindexed) >= MAX_BATCH:
                     full = len(unindexed) - len(unindexed) % MAX_BATCH
                     await store.write_night_index(unindexed[:full])
@@ -164,6 +188,9 @@ async def run_sync(
             # Index whatever committed, even when a later batch failed.
             await store.write_night_index(unindexed)
             index_pending = False
+        if pull.next.changed or pull.updates:
+            await _save_snapshot(store, head, pull, etags, run.run_id)
+        del memory, pull.next
         run = replace(run, status=RunStatus.COMPLETED, figures=pull.census.figures())
     except _PullFailed as exc:
         run = replace(run, status=RunStatus.FAILED, error=str(exc))
@@ -171,7 +198,7 @@ async def run_sync(
         log.exception("sync run %s failed", run.run_id)
         run = replace(run, status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
 
-    run = replace(run, finished=clock(), io=_io_figures(graph, store, scope))
+    run = replace(run, finished=clock(), io=replace(_io_figures(graph, store, scope), **memory_figures))
     try:
         if run.status is RunStatus.COMPLETED:
             await store.save_coverage(run)
@@ -184,6 +211,17 @@ async def run_sync(
 
 class _PullFailed(Exception):
     pass
+
+
+async def _save_snapshot(store: StateStore, head: Head, pull: _Pull, etags: dict[str, str | None], run_id: str) -> None:
+    """Remember tonight for tomorrow. A failure here costs tomorrow's speed, never correctness:
+    the head stays invalid and tomorrow reads the state rows."""
+    try:
+        blob = pull.next.blob((u.stored for u in pull.updates), etags)
+        if blob is not None:
+            await store.snapshot.save(head, blob, pull.context, run_id)
+    except Exception as exc:
+        log.warning("could not save the snapshot (tomorrow reads every state row): %s: %s", type(exc).__name__, exc)
 
 
 class _LeaseKeeper:
@@ -200,62 +238,99 @@ class _LeaseKeeper:
 
 @dataclass
 class _Deferred:
-    """A user whose facts wait for per-user lookups (and their remembered state)."""
+    """A user whose facts wait for per-user lookups."""
 
     record: UserRecord
+    base: UserRecord  # the record from Graph's objects, before scope
     person: PersonFacts
     old: StoredUser | None
     needs: frozenset[Lookup]
     methods: bool  # licence fallback: read their authentication methods
+    prints: Fingerprints
 
 
 class _UserPass:
     """Tonight's records, reconciled one by one as /users streams past."""
 
-    def __init__(self, previous: dict[str, StoredUser], seen_at: str) -> None:
-        self.previous, self.seen_at = previous, seen_at
-        self.census = Census()
+    def __init__(self, memory: Memory, census: Census, seen_at: str, rules: ScopeRules | None, now: datetime) -> None:
+        self.memory, self.census, self.seen_at, self.rules, self.now = memory, census, seen_at, rules, now
         self.updates: list[UserUpdate] = []
         self.seen: set[str] = set()
+        self.next = NextSnapshot(memory)
 
-    def finish(self, record: UserRecord, old: StoredUser | None) -> None:
+    def finish(
+        self, record: UserRecord, old: StoredUser | None, base: UserRecord, person: PersonFacts, prints: Fingerprints
+    ) -> None:
         update = reconcile(old, record, self.seen_at)
+        stored = update.stored if update is not None else old
+        assert stored is not None  # reconcile answers a new user with an update
+        steady = is_steady(stored, base, person, self.rules, self.now)
+        self.census.count_user(stored.record)
         if update is not None:
             self.census.count_update(update)
             self.updates.append(update)
-            self.census.count_user(update.stored.record)
-        elif old is not None:  # unchanged: the remembered record is tonight's record
-            self.census.count_user(old.record)
+            self.next.will_write(record.id, prints, steady)
+        else:  # unchanged: the remembered record is tonight's record
+            self.next.keep(stored, prints, steady)
+
+
+@dataclass
+class _Report:
+    """The registration report, compactly by user id. Rows whose fingerprint matches a steady
+    user's remembered one are not parsed: their facts are the remembered record's."""
+
+    facts: dict[str, RegistrationFacts] = field(default_factory=dict)
+    prints: dict[str, bytes] = field(default_factory=dict)
+    stamps: dict[str, str | None] = field(default_factory=dict)  # lastUpdatedDateTime of unparsed rows
+
+    def facts_for(self, user_id: str, old: StoredUser | None) -> RegistrationFacts | None:
+        found = self.facts.get(user_id)
+        if found is not None or user_id not in self.stamps:
+            return found
+        if old is None:  # the snapshot named the user, so the state must hold them
+            raise _PullFailed(f"user {user_id} is in the snapshot but its state is missing")
+        r = old.record
+        stamp = clean_text(self.stamps[user_id]) or None
+        return RegistrationFacts(r.mfa_registered, r.mfa_capable, r.is_admin, r.methods, r.default_method, stamp)
 
 
 async def _registrations(
-    graph: DirectorySource, census: Census, leases: _LeaseKeeper, fallback_ok: bool
-) -> dict[str, RegistrationFacts] | None:
-    """The report, compactly by user id; None when the tenant's licence forbids it and the
-    per-user fallback may stand in."""
-    registrations: dict[str, RegistrationFacts] = {}
+    graph: DirectorySource, census: Census, leases: _LeaseKeeper, fallback_ok: bool, memory: Memory, fast: bool
+) -> _Report | None:
+    """The report; None when the tenant's licence forbids it and the per-user fallback may stand in."""
+    report = _Report()
+    entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
     try:
         async for page in graph.registration_details():
             for row in page:
+                user_id = valid_id(row.get("id")) if isinstance(row, dict) else None
+                if user_id is not None and user_id not in report.prints:
+                    fp = report_fingerprint(row)
+                    e = entries.get(user_id)
+                    if e is not None and e.flags == STEADY and e.report_fp == fp:
+                        report.prints[user_id] = fp
+                        report.stamps[user_id] = row.get(REPORT_STAMP)
+                        continue
                 parsed = registration_from_graph(row)
                 if isinstance(parsed, Skipped):
                     census.count_skip(parsed)
-                elif parsed[0] in registrations:
+                elif parsed[0] in report.prints:
                     census.count_skip(Skipped(parsed[0], "duplicate registration row"))
                 else:
-                    registrations[parsed[0]] = parsed[1]
+                    report.facts[parsed[0]] = parsed[1]
+                    report.prints[parsed[0]] = report_fingerprint(row)
             await leases.keep()
     except GraphLicenceError:
         if not fallback_ok:
             raise
         log.warning("the registration report needs Entra ID P1/P2: reading in-scope users' methods instead")
         return None
-    return registrations
+    return report
 
 
 async def _pull(
     graph: DirectorySource,
-    previous: dict[str, StoredUser],
+    memory: Memory,
     seen_at: str,
     leases: _LeaseKeeper,
     scope: ScopeSources | None = None,
@@ -266,19 +341,47 @@ async def _pull(
     gathered = GatherFigures(sign_in_source=SignInSource.OFF)
     if scope is not None:
         signals, gathered = await gather_signals(scope, now, leases.keep)
-    users = _UserPass(previous, seen_at)
-    census = users.census
-    registrations = await _registrations(
-        graph, census, leases, fallback_ok=scope is not None and scope.options.registration_fallback
+    policy = scope.options.policy if scope is not None else None
+    trust = signals.guest_trust if signals is not None else None
+    census = Census()
+    report = await _registrations(
+        graph,
+        census,
+        leases,
+        fallback_ok=scope is not None and scope.options.registration_fallback,
+        memory=memory,
+        fast=memory.fast(context(policy, trust, fallback=False)),
     )
-    fallback = registrations is None
-    registrations = registrations or {}
+    fallback = report is None
+    report = report or _Report()
+    context_now = context(policy, trust, fallback)
+    fast = memory.fast(context_now)
+    if memory.snapshot is not None and not fast:
+        log.info("the snapshot was computed under other code or settings: recomputing every user tonight")
+    rules = ScopeRules(policy, trust, fallback) if policy is not None and trust is not None else None
+    users = _UserPass(memory, census, seen_at, rules, now)
+    entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
+    report_prints = report.prints
 
     deferred: list[_Deferred] = []
     async for page in graph.users():
         for obj in page:
             user_id = valid_id(obj.get("id")) if isinstance(obj, dict) else None
-            record = record_from_graph(obj, registrations.get(user_id) if user_id else None)
+            user_fp = fingerprint(obj) if user_id is not None else NO_ROW
+            if user_id is not None and user_id not in users.seen:
+                e = entries.get(user_id)
+                if (
+                    e is not None
+                    and e.flags == STEADY
+                    and e.user_fp == user_fp
+                    and e.report_fp == report_prints.get(user_id, NO_ROW)
+                    and (signals is None or signals.for_user(user_id) is NO_EVIDENCE)
+                ):
+                    users.seen.add(user_id)
+                    users.next.carry(user_id, e)
+                    continue
+            old = memory.stored(user_id) if user_id is not None else None
+            record = record_from_graph(obj, report.facts_for(user_id, old) if user_id else None)
             if isinstance(record, Skipped):
                 census.count_skip(record)
                 # A few examples are enough: the run row counts every skip by reason.
@@ -289,11 +392,12 @@ async def _pull(
                 census.count_skip(Skipped(record.id, "duplicate user id across pages"))
                 continue
             users.seen.add(record.id)
-            old = previous.get(record.id)
+            prints = Fingerprints(user_fp, report_prints.get(record.id, NO_ROW))
+            base = record
             if scope is None or signals is None:
                 if old is not None:  # no signals tonight: the stored scope facts stand
                     record = replace(record, scope=old.record.scope)
-                users.finish(record, old)
+                users.finish(record, old, base, _NO_PERSON, prints)
                 continue
             person = person_from_graph(obj)
             assessment = assess(
@@ -308,10 +412,17 @@ async def _pull(
             record = replace(record, scope=assessment.facts)
             needs_methods = fallback and record.enabled and in_scope(record)
             if assessment.needs or needs_methods:
-                deferred.append(_Deferred(record, person, old, assessment.needs, needs_methods))
+                deferred.append(_Deferred(record, base, person, old, assessment.needs, needs_methods, prints))
                 continue
-            users.finish(record, old)
+            users.finish(record, old, base, person, prints)
         await leases.keep()
+    users.next.count_carried(census)
+    log.info(
+        "users: %d carried unchanged from the snapshot, %d recomputed (%d of them waiting for lookups)",
+        len(users.next.carried_ids),
+        len(users.seen) - len(users.next.carried_ids),
+        len(deferred),
+    )
 
     lookups = 0
     if deferred and scope is not None and signals is not None:
@@ -320,6 +431,8 @@ async def _pull(
         users.updates,
         census,
         users.seen,
+        users.next,
+        context_now,
         SignalFigures(
             registration_source=RegistrationSource.PER_USER_METHODS if fallback else RegistrationSource.REPORT,
             sign_in_source=gathered.sign_in_source,
@@ -395,7 +508,7 @@ async def _settle(
                 found,
             )
             record = replace(record, scope=assessment.facts)
-        users.finish(record, d.old)
+        users.finish(record, d.old, d.base, d.person, d.prints)
     return calls
 
 
@@ -429,6 +542,8 @@ def run_event(run: SyncRun) -> dict[str, Any]:
         "graphThrottled": run.io.graph_throttled,
         "tableWrites": run.io.table_writes,
         "tableBatches": run.io.table_batches,
+        "rememberedFrom": run.io.remembered_from,
+        "usersRecomputed": run.io.users_recomputed,
     }
     if run.figures:
         f = run.figures

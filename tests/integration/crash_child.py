@@ -26,11 +26,12 @@ class CrashingStore(StateStore):
         self.crash_after = crash_after
         self.submitted = 0
 
-    async def _submit(self, operations: list[tuple[Any, ...]]) -> None:
+    async def _submit(self, operations: list[Any]) -> list[str | None]:
         if self.submitted == self.crash_after:
             os._exit(86)
-        await super()._submit(operations)
+        etags = await super()._submit(operations)
         self.submitted += 1
+        return etags
 
 
 async def main() -> None:

@@ -47,7 +47,7 @@ async def store_with_tables(service: TableServiceClient) -> StateStore:
 async def commit_all(store: StateStore, updates, run: SyncRun = RUN) -> list[dict]:
     rows: list[dict] = []
     async for batch in store.commit_updates(updates, run, run.started.isoformat()):
-        rows.extend(batch)
+        rows.extend(batch.timeline_rows)
     await store.write_night_index(rows)
     return rows
 
@@ -158,11 +158,18 @@ async def test_big_shard_splits_into_transactions_of_at_most_100(table_service: 
         assert u
         updates.append(u)
     batches = 0
-    async for rows in store.commit_updates(updates, RUN, NOW.isoformat()):
-        assert 1 <= len(rows) <= MAX_BATCH // 2
+    etags: dict[str, str | None] = {}
+    async for committed in store.commit_updates(updates, RUN, NOW.isoformat()):
+        assert 1 <= len(committed.timeline_rows) <= MAX_BATCH // 2
+        # every user's new ETag comes back with the transaction, and is the stored row's
+        assert len(committed.etags) == len(committed.timeline_rows)
+        assert all(committed.etags.values())
+        etags.update(committed.etags)
         batches += 1
     assert batches == 3  # 50 users (100 operations) fill each transaction exactly
-    assert len(await store.load_users()) == 150
+    loaded = await store.load_users()
+    assert len(loaded) == 150
+    assert {uid: u.etag for uid, u in loaded.items()} == etags
 
 
 async def test_repair_rebuilds_a_crashed_runs_index(table_service: TableServiceClient) -> None:

@@ -1,0 +1,422 @@
+"""The sync's snapshot: every remembered user in a few large rows, so a night need not read 100,000.
+
+The state rows (``MfaUsers`` ``s|<id>``) stay the source of truth. After each completed sync the
+sync also writes, into partition ``snapshot`` of ``MfaUsers``, one compressed blob holding per
+user: the fingerprints and profile of ``shared.domain.steady``, whether the user is steady or
+deleted, and the state row itself (its properties, compactly, with its ETag). The next night loads
+that blob (about 10 rows for 100,000 users) instead of the state rows, skips the steady users
+whose Graph objects did not change, and takes everyone else's remembered state from the blob.
+
+Trust, and when it is withdrawn (docs/table-schema.md has the table view):
+
+- The ``head`` row says which rows hold the blob (slot 0 or 1, alternating, so a half-written
+  blob never replaces a whole one), its length and BLAKE2b digest, and the *context* it was
+  computed in (``context_key``: the code of the rules, the scope policy, the trust policy, the
+  registration source). A different context, a digest mismatch, a row missing: the sync logs why
+  and loads the state rows instead, then writes a fresh snapshot.
+- Before the first state row changes, the sync marks the head invalid (``Valid`` false, a write
+  conditional on the head's ETag); only after every write succeeded does it write the new blob
+  and a valid head (conditional on its own invalidation). A run that dies in between leaves the
+  head invalid, and the next run reads the state rows. Two runs that overlap (an expired lease)
+  cannot both validate: the second head write's condition fails.
+
+Blob layout (zlib level 1): four sections, each an 8-byte little-endian length then the bytes:
+a JSON header (format, user count, profiles, state columns), the user ids joined by newlines,
+one fixed-width record per user (``<8s8sHBI``: user and report fingerprints, profile index, flags,
+state length), and the states, each a JSON array of the state row's values in the header's
+column order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from azure.data.tables.aio import TableClient
+
+from shared.adapters import table_schema as schema
+from shared.adapters import table_wire as wire
+from shared.domain.census import Profile, profile_of
+from shared.domain.records import StoredUser
+from shared.domain.steady import FINGERPRINT_SIZE
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+PARTITION = schema.SNAPSHOT_PARTITION
+HEAD_ROW = "head"
+PART_BYTES = 64_000  # a binary property holds at most 64 KiB
+PARTS_PER_ROW = 10  # 640,000 bytes, 853,336 in base64: an entity holds at most 1 MiB (Azurite counts the JSON)
+ROWS_PER_TRANSACTION = 3  # a transaction's body holds at most 4 MiB (base64 makes 4/3)
+STEADY, DELETED = 1, 2  # flags
+_RECORD = struct.Struct(f"<{FINGERPRINT_SIZE}s{FINGERPRINT_SIZE}sHBI")
+_LENGTH = struct.Struct("<Q")
+# The state row's properties that the snapshot leaves out (rebuilt from the id, or not needed to
+# rebuild a StoredUser): what remains decodes with table_schema.stored_user_from_entity.
+_LEFT_OUT = frozenset({"PartitionKey", "RowKey", "UserId", "UpnLower", "LastChanged", "LastRunId"})
+_ETAG = "odata.etag"
+
+# The modules whose code decides a record, its profile and the snapshot's format: when any of
+# them changes (an upgrade), remembered fingerprints and steadiness mean nothing.
+_RULES = (
+    "domain/normalize.py",
+    "domain/records.py",
+    "domain/scope.py",
+    "domain/scope_rules.py",
+    "domain/management_apps.py",
+    "domain/deltas.py",
+    "domain/census.py",
+    "domain/steady.py",
+    "adapters/table_schema.py",
+    "adapters/snapshot.py",
+    "adapters/graph.py",
+)
+
+
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=16)
+    for name in _RULES:
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError:  # cannot tell which code this is: never match a stored snapshot
+            return "unreadable"
+    return digest.hexdigest()
+
+
+_CODE = _code_digest()
+
+
+def context_key(settings: Mapping[str, Any]) -> str:
+    """What a remembered fingerprint was computed under: this code, this Python, and the night's
+    shared inputs (``settings``: plain JSON values, e.g. the scope policy and the trust policy)."""
+    text = json.dumps(
+        {"format": FORMAT, "python": list(sys.version_info[:2]), "code": _CODE, "settings": settings},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class SnapshotError(ValueError):
+    """A stored snapshot that cannot be used (corrupt, truncated, another format)."""
+
+
+class Remembered(NamedTuple):
+    user_fp: bytes
+    report_fp: bytes
+    profile: int
+    flags: int
+    offset: int
+    length: int
+
+    @property
+    def steady(self) -> bool:
+        return bool(self.flags & STEADY)
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.flags & DELETED)
+
+
+@dataclass
+class Snapshot:
+    """A decoded snapshot: per user what was remembered, and their state on demand."""
+
+    profiles: list[Profile]
+    columns: list[str]
+    entries: dict[str, Remembered]
+    states: bytes
+
+    def state_bytes(self, user_id: str) -> bytes | None:
+        found = self.entries.get(user_id)
+        return None if found is None else self.states[found.offset : found.offset + found.length]
+
+    def stored(self, user_id: str) -> StoredUser | None:
+        raw = self.state_bytes(user_id)
+        return None if raw is None else decode_state(user_id, raw, self.columns)
+
+
+# --- the codec ---------------------------------------------------------------------------------
+
+
+def state_entity(stored: StoredUser) -> dict[str, Any]:
+    """The state row's properties the snapshot keeps (with the row's ETag)."""
+    entity = schema.user_entity(stored, run_id="", changed_at="")
+    kept = {k: v for k, v in entity.items() if k not in _LEFT_OUT}
+    if stored.etag is not None:
+        kept[_ETAG] = stored.etag
+    return kept
+
+
+def decode_state(user_id: str, raw: bytes, columns: Sequence[str]) -> StoredUser:
+    try:
+        values = json.loads(raw)
+    except ValueError as exc:
+        raise SnapshotError(f"the remembered state of {user_id} is not JSON") from exc
+    if not isinstance(values, list) or len(values) > len(columns):
+        raise SnapshotError(f"the remembered state of {user_id} does not match the columns")
+    entity = {name: value for name, value in zip(columns, values, strict=False) if value is not None}
+    entity["UserId"] = user_id
+    etag = entity.pop(_ETAG, None)
+    return schema.stored_user_from_entity(entity, etag if isinstance(etag, str) else None)
+
+
+class Encoder:
+    """Builds a snapshot user by user (states as JSON arrays in a column order it grows)."""
+
+    def __init__(self, profiles: Sequence[Profile] = (), columns: Sequence[str] = ()) -> None:
+        self.profiles: list[Profile] = list(profiles)
+        self._profile_index = {p: i for i, p in enumerate(self.profiles)}
+        self.columns: list[str] = list(columns)
+        self._column_index = {c: i for i, c in enumerate(self.columns)}
+        self._ids: list[str] = []
+        self._records: list[bytes] = []
+        self._states: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def profile(self, profile: Profile) -> int:
+        index = self._profile_index.get(profile)
+        if index is None:
+            if len(self.profiles) >= 65_535:
+                raise SnapshotError("more than 65,535 distinct profiles")
+            index = self._profile_index[profile] = len(self.profiles)
+            self.profiles.append(profile)
+        return index
+
+    def state(self, stored: StoredUser) -> bytes:
+        entity = state_entity(stored)
+        for name in entity:
+            if name not in self._column_index:
+                self._column_index[name] = len(self.columns)
+                self.columns.append(name)
+        values: list[Any] = [None] * len(self.columns)
+        for name, value in entity.items():
+            values[self._column_index[name]] = value
+        while values and values[-1] is None:
+            values.pop()
+        return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def add_raw(self, user_id: str, user_fp: bytes, report_fp: bytes, profile: int, flags: int, state: bytes) -> None:
+        """A user whose state is already encoded (in this encoder's columns)."""
+        if "\n" in user_id:
+            raise SnapshotError("a user id with a line break cannot be remembered")
+        self._ids.append(user_id)
+        self._records.append(_RECORD.pack(user_fp, report_fp, profile, flags, len(state)))
+        self._states.append(state)
+
+    def add(self, stored: StoredUser, user_fp: bytes, report_fp: bytes, steady: bool) -> None:
+        flags = (STEADY if steady else 0) | (DELETED if stored.deleted else 0)
+        profile = 0 if stored.deleted else self.profile(profile_of(stored.record))
+        self.add_raw(stored.record.id, user_fp, report_fp, profile, flags, self.state(stored))
+
+    def blob(self) -> bytes:
+        header = json.dumps(
+            {
+                "format": FORMAT,
+                "users": len(self._ids),
+                "profiles": [p.to_json() for p in self.profiles],
+                "columns": self.columns,
+            },
+            separators=(",", ":"),
+        ).encode()
+        compressor = zlib.compressobj(1)
+        chunks = []
+        for section in (header, "\n".join(self._ids).encode(), b"".join(self._records)):
+            chunks.append(compressor.compress(_LENGTH.pack(len(section)) + section))
+        chunks.append(compressor.compress(_LENGTH.pack(sum(len(s) for s in self._states))))
+        for start in range(0, len(self._states), 4096):
+            chunks.append(compressor.compress(b"".join(self._states[start : start + 4096])))
+        chunks.append(compressor.flush())
+        return b"".join(chunks)
+
+
+def decode(blob: bytes) -> Snapshot:
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as exc:
+        raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
+    sections = list(_sections(raw, 4))
+    try:
+        header = json.loads(sections[0])
+    except ValueError as exc:
+        raise SnapshotError("the snapshot header is not JSON") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise SnapshotError(f"the snapshot is not format {FORMAT}")
+    profiles = [Profile.from_json(p) for p in header.get("profiles", [])]
+    columns = header.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise SnapshotError("the snapshot's columns are not a list of names")
+    users = header.get("users")
+    ids = sections[1].decode().split("\n") if users else []
+    if len(ids) != users or len(sections[2]) != _RECORD.size * len(ids):
+        raise SnapshotError("the snapshot's user count does not match its sections")
+    records = list(_RECORD.iter_unpack(sections[2]))
+    ends = list(accumulate(r[4] for r in records))
+    states = sections[3]
+    if (ends[-1] if ends else 0) != len(states):
+        raise SnapshotError("the snapshot's states do not add up")
+    entries: dict[str, Remembered] = {}
+    for user_id, (ufp, rfp, profile, flags, length), end in zip(ids, records, ends, strict=True):
+        if profile >= len(profiles) and not flags & DELETED:
+            raise SnapshotError("a remembered user names a profile the snapshot does not hold")
+        entries[user_id] = Remembered(ufp, rfp, profile, flags, end - length, length)
+    if len(entries) != len(ids):
+        raise SnapshotError("the snapshot lists a user twice")
+    return Snapshot(profiles, columns, entries, states)
+
+
+def _sections(raw: bytes, count: int) -> Iterator[bytes]:
+    at = 0
+    for _ in range(count):
+        if at + _LENGTH.size > len(raw):
+            raise SnapshotError("the snapshot is truncated")
+        (length,) = _LENGTH.unpack_from(raw, at)
+        at += _LENGTH.size
+        if at + length > len(raw):
+            raise SnapshotError("the snapshot is truncated")
+        yield raw[at : at + length]
+        at += length
+    if at != len(raw):
+        raise SnapshotError("the snapshot has trailing bytes")
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Head:
+    etag: str | None  # None: no head row yet
+    valid: bool = False
+    context: str = ""
+    slot: int = 0
+    rows: int = 0
+    length: int = 0
+    digest: str = ""
+
+
+def _part_name(i: int) -> str:
+    return f"P{i:02d}"
+
+
+def _row_key(slot: int, n: int) -> str:
+    return f"{slot}|{n:05d}"
+
+
+class SnapshotStore:
+    """Reads and writes the snapshot rows. Counts entities read and written into ``counters``
+    (any object with ``reads``, ``writes`` and ``batches``)."""
+
+    def __init__(self, users: TableClient, counters: Any) -> None:
+        self.users, self.counters = users, counters
+
+    async def head(self) -> Head:
+        entity = await wire.get_entity(self.users, PARTITION, HEAD_ROW)
+        if entity is None:
+            return Head(etag=None)
+        self.counters.reads += 1
+        return Head(
+            etag=entity.get(_ETAG),
+            valid=entity.get("Valid") is True,
+            context=str(entity.get("Context", "")),
+            slot=int(entity.get("Slot", 0)),
+            rows=int(entity.get("Rows", 0)),
+            length=int(entity.get("Bytes", 0)),
+            digest=str(entity.get("Digest", "")),
+        )
+
+    async def load(self, head: Head, context: str) -> Snapshot:
+        """The snapshot ``head`` names; SnapshotError says why it cannot be used."""
+        if head.etag is None:
+            raise SnapshotError("no snapshot yet")
+        if not head.valid:
+            raise SnapshotError("the last run that changed users did not finish writing its snapshot")
+        if head.context != context:
+            raise SnapshotError("the snapshot was computed by other code or other settings")
+        low, high = schema.prefix_range(f"{head.slot}|")
+        parts: list[bytes] = []
+        rows = 0
+        async for page in wire.query_pages(self.users, wire.range_filter(PARTITION, low, high), page_size=10):
+            for entity in page:
+                if rows >= head.rows:
+                    break
+                if entity.get("RowKey") != _row_key(head.slot, rows):
+                    raise SnapshotError(f"snapshot row {rows} is missing")
+                rows += 1
+                for i in range(PARTS_PER_ROW):
+                    part = wire.binary_value(entity, _part_name(i))
+                    if part is None:
+                        break
+                    parts.append(part)
+            self.counters.reads += len(page)
+        blob = b"".join(parts)
+        if rows != head.rows or len(blob) != head.length or _digest(blob) != head.digest:
+            raise SnapshotError("the snapshot rows do not match their head (partly overwritten?)")
+        return decode(blob)
+
+    async def invalidate(self, head: Head) -> Head:
+        """Mark the snapshot stale before the first state row changes."""
+        entity = {"PartitionKey": PARTITION, "RowKey": HEAD_ROW, "Valid": False, "Slot": head.slot}
+        etag = await self._put_head(entity, head.etag)
+        return Head(etag=etag, valid=False, slot=head.slot)
+
+    async def save(self, head: Head, blob: bytes, context: str, run_id: str) -> Head:
+        """Write ``blob`` into the slot ``head`` does not name, then a valid head (conditional)."""
+        slot = 1 - head.slot if head.etag is not None else 0
+        pieces = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)]
+        rows = []
+        for n, start in enumerate(range(0, len(pieces), PARTS_PER_ROW)):
+            entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": _row_key(slot, n)}
+            for i, piece in enumerate(pieces[start : start + PARTS_PER_ROW]):
+                entity[_part_name(i)] = piece
+            rows.append(entity)
+        for start in range(0, len(rows), ROWS_PER_TRANSACTION):
+            chunk = rows[start : start + ROWS_PER_TRANSACTION]
+            await wire.submit_batch(self.users, [wire.BatchOp("upsert", r) for r in chunk])
+            self.counters.batches += 1
+            self.counters.writes += len(chunk)
+        entity = {
+            "PartitionKey": PARTITION,
+            "RowKey": HEAD_ROW,
+            "Valid": True,
+            "Context": context,
+            "Slot": slot,
+            "Rows": len(rows),
+            "Bytes": len(blob),
+            "Digest": _digest(blob),
+            "RunId": run_id,
+        }
+        etag = await self._put_head(entity, head.etag)
+        return Head(etag, True, context, slot, len(rows), len(blob), _digest(blob))
+
+    async def _put_head(self, entity: dict[str, Any], etag: str | None) -> str | None:
+        op = wire.BatchOp("update", entity, etag) if etag is not None else wire.BatchOp("create", entity)
+        etags = await wire.submit_batch(self.users, [op])
+        self.counters.batches += 1
+        self.counters.writes += 1
+        return etags[0] if etags else None
+
+
+def _digest(blob: bytes) -> str:
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def carried(snapshot: Snapshot, encoder: Encoder, user_ids: Iterable[str]) -> None:
+    """Copy remembered users into ``encoder`` unchanged (the encoder must use the snapshot's
+    profiles and columns, as ``Encoder(snapshot.profiles, snapshot.columns)`` does)."""
+    states = snapshot.states
+    for user_id in user_ids:
+        e = snapshot.entries[user_id]
+        encoder.add_raw(user_id, e.user_fp, e.report_fp, e.profile, e.flags, states[e.offset : e.offset + e.length])

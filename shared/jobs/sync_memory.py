@@ -1,0 +1,194 @@
+"""What the sync remembers between nights, and what it will remember after tonight.
+
+``load_memory`` gives last night's users: from the snapshot (``shared.adapters.snapshot``) when
+one is valid, otherwise from the state rows (the first night, after a crash, or when the
+snapshot cannot be read; the reason is logged). ``Memory.fast`` says whether the snapshot's
+fingerprints may be trusted tonight (same code, same policies: ``context``).
+
+``NextSnapshot`` collects tonight's users as the sync settles them (carried unchanged, recomputed,
+or written) and, after the commit, encodes the blob the store saves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from shared.adapters.snapshot import (
+    STEADY,
+    Encoder,
+    Head,
+    Remembered,
+    Snapshot,
+    SnapshotError,
+    carried,
+    context_key,
+)
+from shared.adapters.state_store import StateStore
+from shared.domain.census import Census
+from shared.domain.records import StoredUser
+from shared.domain.scope_rules import GuestTrust, ScopePolicy
+from shared.domain.steady import NO_ROW
+
+log = logging.getLogger(__name__)
+
+
+def context(policy: ScopePolicy | None, trust: GuestTrust | None, fallback: bool) -> str:
+    """The shared inputs a fingerprint is only valid under (plus the code: ``context_key``)."""
+    if policy is None:
+        return context_key({"scope": None})
+    return context_key(
+        {
+            "policy": {
+                "lookback_days": policy.lookback_days,
+                "memory_days": policy.memory_days,
+                "guests_in_scope": policy.guests_in_scope,
+                "filters": sorted(policy.filters),
+                "upn_patterns": list(policy.upn_patterns),
+            },
+            "trust": None
+            if trust is None
+            else {
+                "default": trust.default_mfa_accepted,
+                "partners": sorted((k, v) for k, v in trust.partners.items()),
+            },
+            "fallback": fallback,
+        }
+    )
+
+
+@dataclass
+class Memory:
+    """Last night's users, from the snapshot or from every state row."""
+
+    head: Head
+    snapshot: Snapshot | None = None
+    users: dict[str, StoredUser] | None = None
+    why_full: str = ""
+
+    def fast(self, context_now: str) -> bool:
+        return self.snapshot is not None and self.head.context == context_now
+
+    def entry(self, user_id: str) -> Remembered | None:
+        return self.snapshot.entries.get(user_id) if self.snapshot is not None else None
+
+    def stored(self, user_id: str) -> StoredUser | None:
+        if self.snapshot is not None:
+            return self.snapshot.stored(user_id)
+        assert self.users is not None
+        return self.users.get(user_id)
+
+    def unseen(self, seen: set[str]) -> Iterator[tuple[str, bool]]:
+        """(id, already deleted) of every remembered user tonight's pull did not list."""
+        if self.snapshot is not None:
+            for user_id, e in self.snapshot.entries.items():
+                if user_id not in seen:
+                    yield user_id, e.deleted
+        else:
+            assert self.users is not None
+            for user_id, stored in self.users.items():
+                if user_id not in seen:
+                    yield user_id, stored.deleted
+
+    def __len__(self) -> int:
+        if self.snapshot is not None:
+            return len(self.snapshot.entries)
+        return len(self.users or ())
+
+
+async def load_memory(store: StateStore) -> Memory:
+    head = await store.snapshot.head()
+    try:
+        snapshot = await store.snapshot.load(head, head.context)
+    except SnapshotError as exc:
+        why = str(exc)
+    except Exception as exc:  # a snapshot that cannot be read must never stop the sync
+        why = f"{type(exc).__name__}: {exc}"
+    else:
+        return Memory(head, snapshot=snapshot)
+    if head.etag is not None:
+        log.warning("reading every state row instead of the snapshot: %s", why)
+    return Memory(head, users=await store.load_users(), why_full=why)
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprints:
+    user: bytes
+    report: bytes = NO_ROW
+
+
+@dataclass
+class NextSnapshot:
+    """Tonight's users as they will be remembered (see the module doc)."""
+
+    memory: Memory
+    encoder: Encoder = field(init=False)
+    carried_ids: list[str] = field(default_factory=list)
+    fast_profiles: Counter[int] = field(default_factory=Counter)
+    pending: dict[str, tuple[Fingerprints, bool]] = field(default_factory=dict)
+    changed: bool = False  # anything remembered differs from last night
+
+    def __post_init__(self) -> None:
+        s = self.memory.snapshot
+        self.encoder = Encoder(s.profiles, s.columns) if s is not None else Encoder()
+        self.changed = s is None
+
+    def carry(self, user_id: str, entry: Remembered) -> None:
+        """A steady user with the same objects: counted from the profile, remembered as is."""
+        self.carried_ids.append(user_id)
+        self.fast_profiles[entry.profile] += 1
+
+    def count_carried(self, census: Census) -> None:
+        snapshot = self.memory.snapshot
+        if snapshot is None:
+            return
+        for index, n in self.fast_profiles.items():
+            census.count_profile(snapshot.profiles[index], n)
+
+    def keep(self, stored: StoredUser, prints: Fingerprints, steady: bool) -> None:
+        """A recomputed user whose stored row stays as it is."""
+        old = self.memory.entry(stored.record.id)
+        raw = self.memory.snapshot.state_bytes(stored.record.id) if self.memory.snapshot is not None else None
+        if old is not None and raw is not None and not old.deleted:
+            flags = STEADY if steady else 0
+            if (old.user_fp, old.report_fp, old.flags) != (prints.user, prints.report, flags):
+                self.changed = True
+            self.encoder.add_raw(stored.record.id, prints.user, prints.report, old.profile, flags, raw)
+            return
+        self.changed = True
+        self.encoder.add(stored, prints.user, prints.report, steady)
+
+    def will_write(self, user_id: str, prints: Fingerprints, steady: bool) -> None:
+        """A user whose row tonight's commit writes (their new ETag comes with the commit)."""
+        self.pending[user_id] = (prints, steady)
+        self.changed = True
+
+    def keep_unseen(self, user_id: str) -> None:
+        """A remembered user already deleted, still absent."""
+        if self.memory.snapshot is not None:
+            carried(self.memory.snapshot, self.encoder, [user_id])
+            return
+        stored = self.memory.stored(user_id)
+        if stored is not None:
+            self.encoder.add(stored, NO_ROW, NO_ROW, False)
+
+    def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:
+        """The snapshot to save after the commit; None when a written row's ETag is unknown."""
+        if self.memory.snapshot is not None:
+            carried(self.memory.snapshot, self.encoder, self.carried_ids)
+        for stored in written:
+            user_id = stored.record.id
+            etag = etags.get(user_id)
+            if etag is None:
+                log.warning("no ETag came back for a written user: no snapshot tonight")
+                return None
+            prints, steady = self.pending.get(user_id, (Fingerprints(NO_ROW), False))
+            self.encoder.add(
+                StoredUser(stored.record, stored.version, etag, stored.deleted, stored.first_seen),
+                prints.user,
+                prints.report,
+                steady,
+            )
+        return self.encoder.blob()

@@ -1,0 +1,248 @@
+"""The snapshot's fast nights against the full nights: the same tenant, the same evolution, the
+same answers, whether the sync reads last night's users from the snapshot and skips the steady
+ones, or reads every state row and recomputes everyone.
+
+Simulated tenant with scope signals (real HTTP) -> readers -> Azurite.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableServiceClient
+
+from shared.adapters import table_wire as wire
+from shared.adapters.arm import ArmReader
+from shared.adapters.credentials import build_credential
+from shared.adapters.graph import GraphReader
+from shared.adapters.snapshot import HEAD_ROW, PARTITION
+from shared.adapters.state_store import StateStore
+from shared.domain.runs import RunStatus, SyncRun
+from shared.domain.scope_rules import ScopePolicy
+from shared.jobs.scope_signals import ScopeSources, SignalOptions
+from shared.jobs.sync import SyncOptions, run_sync
+from sim.graph_server import GraphSimulator
+from sim.scope_data import add_scope_data
+from sim.tenant import evolve, generate_tenant
+
+pytestmark = pytest.mark.integration
+
+NIGHT_1 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+USERS = 240
+# Days between nights: one 35-day gap crosses the 30-day lookback, so accounts created in between
+# age past it (the never-signed-in filter's clock) and sign-in memories move towards their horizon.
+GAPS = (1, 1, 35, 1, 1)
+
+
+async def _wipe(service: TableServiceClient) -> StateStore:
+    async for table in service.list_tables():
+        await service.delete_table(table.name)
+    store = StateStore(service)
+    await store.ensure_tables()
+    return store
+
+
+async def _forget_snapshot(store: StateStore) -> None:
+    await store.users.delete_entity(PARTITION, HEAD_ROW)
+
+
+def _sources(sim: GraphSimulator, exclusion_group: str, policy: ScopePolicy) -> ScopeSources:
+    credential = build_credential("managed_identity", None)
+    options: dict[str, Any] = {"page_size": 60, "max_retries": 1, "retry_delay_seconds": 0.0}
+    return ScopeSources(
+        graph=GraphReader(credential, base_url=sim.base_url, **options),
+        options=SignalOptions(policy=policy, azure_rbac=True, exclusion_group_id=exclusion_group),
+        arm=ArmReader(credential, base_url=sim.root_url, **options),
+    )
+
+
+async def _close(sources: ScopeSources) -> None:
+    graph, arm = sources.graph, sources.arm
+    assert isinstance(graph, GraphReader) and isinstance(arm, ArmReader)
+    await graph.aclose()
+    await arm.aclose()
+
+
+async def _night_changes(store: StateStore, night: str) -> set[tuple[str, str, int]]:
+    found = set()
+    async for e in store.changes.query_entities("PartitionKey eq @n", parameters={"n": night}):
+        found.add((e["UserId"], e["Kind"], int(e["Version"])))
+    return found
+
+
+async def _history(
+    service: TableServiceClient, monkeypatch: pytest.MonkeyPatch, *, full: bool, policy: ScopePolicy | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the nights of GAPS on a fresh tenant; ``full`` forgets the snapshot before each night."""
+    store = await _wipe(service)
+    tenant = generate_tenant(USERS, seed=11)
+    info = add_scope_data(tenant, seed=11, now=NIGHT_1)
+    nights: list[dict[str, Any]] = []
+    now = NIGHT_1 - timedelta(days=1)
+    with GraphSimulator(tenant, page_size=60) as sim:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+        sources = _sources(sim, info["exclusionGroupId"], policy or ScopePolicy())
+        graph = sources.graph
+        assert isinstance(graph, GraphReader)
+        try:
+            for n, gap in enumerate((1, *GAPS)):
+                now += timedelta(days=gap)
+                if n:
+                    evolve(tenant, seed=100 + n, churn=0.04, now=now - timedelta(hours=3))
+                if full and n:
+                    await _forget_snapshot(store)
+                store.counters.__init__()  # type: ignore[misc]
+                run = await run_sync(graph, store, options=SyncOptions(), clock=lambda t=now: t, scope=sources)
+                assert run.status is RunStatus.COMPLETED, run.error
+                assert run.figures is not None
+                nights.append(
+                    {
+                        "figures": asdict(run.figures),
+                        "changes": await _night_changes(store, run.night),
+                        "reads": run.io.table_reads,
+                        "from": run.io.remembered_from,
+                        "carried": run.io.users_carried,
+                        "recomputed": run.io.users_recomputed,
+                    }
+                )
+        finally:
+            await _close(sources)
+    users = await store.load_users()
+    final = {
+        uid: (u.record, u.version, u.deleted, u.first_seen)
+        for uid, u in users.items()  # ETags differ between the histories; nothing else may
+    }
+    return nights, final
+
+
+async def test_fast_nights_answer_exactly_as_full_nights(
+    table_service: TableServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, fast_state = await _history(table_service, monkeypatch, full=False)
+    full, full_state = await _history(table_service, monkeypatch, full=True)
+
+    assert fast_state == full_state
+    for night, (a, b) in enumerate(zip(fast, full, strict=True)):
+        assert a["figures"] == b["figures"], f"night {night}"
+        assert a["changes"] == b["changes"], f"night {night}"
+    # Something happened: changes of several kinds, and scope moves among them.
+    kinds = {kind for night in fast[1:] for _, kind, _ in night["changes"]}
+    assert {"registered", "deleted", "new", "entered_scope"} <= kinds
+    # And the fast nights were fast: a few snapshot rows read instead of every state row.
+    for a, b in zip(fast[1:], full[1:], strict=True):
+        assert a["reads"] <= 5 and a["from"] == "snapshot"
+        assert b["reads"] >= USERS and b["from"] == "state_rows" and b["carried"] == 0
+        assert a["carried"] + a["recomputed"] == b["recomputed"] == a["figures"]["users"]
+    assert sum(a["carried"] for a in fast[1:]) > sum(a["recomputed"] for a in fast[1:])  # most were skipped
+
+
+async def _two_nights(
+    store: StateStore, sources: ScopeSources, *, before_second: Any = None
+) -> tuple[SyncRun, SyncRun]:
+    graph = sources.graph
+    assert isinstance(graph, GraphReader)
+    first = await run_sync(graph, store, clock=lambda: NIGHT_1, scope=sources)
+    if before_second is not None:
+        await before_second()
+    store.counters.__init__()  # type: ignore[misc]
+    second = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1), scope=sources)
+    return first, second
+
+
+@pytest.fixture
+async def world(table_service: TableServiceClient, monkeypatch: pytest.MonkeyPatch) -> Any:
+    store = await _wipe(table_service)
+    tenant = generate_tenant(120, seed=3)
+    info = add_scope_data(tenant, seed=3, now=NIGHT_1)
+    with GraphSimulator(tenant, page_size=50) as sim:
+        monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
+        monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+        sources = _sources(sim, info["exclusionGroupId"], ScopePolicy())
+        yield store, sources, tenant
+        await _close(sources)
+
+
+async def _head(store: StateStore) -> dict[str, Any]:
+    head = await wire.get_entity(store.users, PARTITION, HEAD_ROW)
+    assert head is not None
+    return head
+
+
+async def test_a_damaged_snapshot_is_noticed_and_replaced(world: Any, caplog: pytest.LogCaptureFixture) -> None:
+    store, sources, _ = world
+
+    async def damage() -> None:
+        row = await store.users.get_entity(PARTITION, f"{(await _head(store))['Slot']}|00000")
+        part = bytearray(row["P00"])
+        part[len(part) // 2] ^= 0xFF
+        row["P00"] = bytes(part)
+        await store.users.upsert_entity(row, mode=UpdateMode.REPLACE)
+
+    with caplog.at_level(logging.WARNING):
+        first, second = await _two_nights(store, sources, before_second=damage)
+    assert second.status is RunStatus.COMPLETED, second.error
+    assert "reading every state row instead of the snapshot" in caplog.text
+    assert "do not match their head" in caplog.text
+    assert second.io.table_reads >= first.figures.users  # type: ignore[union-attr]
+    assert sum(second.figures.changes.values()) == 0  # type: ignore[union-attr]
+    assert (await _head(store))["Valid"] is True  # written anew
+
+    # and the next night trusts it again
+    store.counters.__init__()  # type: ignore[misc]
+    graph = sources.graph
+    third = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=2), scope=sources)
+    assert third.status is RunStatus.COMPLETED and third.io.table_reads <= 5
+
+
+async def test_a_run_that_fails_mid_commit_leaves_the_snapshot_untrusted(world: Any) -> None:
+    store, sources, tenant = world
+    graph = sources.graph
+    first = await run_sync(graph, store, clock=lambda: NIGHT_1, scope=sources)
+    assert (await _head(store))["Valid"] is True
+    evolve(tenant, seed=9, churn=0.05)
+
+    async def failing_commit(*_: Any, **__: Any) -> Any:
+        raise ConnectionError("the storage account went away mid-commit")
+        yield  # an async generator, like the real one
+
+    store.commit_updates = failing_commit  # type: ignore[method-assign]
+    failed = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1), scope=sources)
+    assert failed.status is RunStatus.FAILED and "went away" in (failed.error or "")
+    assert (await _head(store))["Valid"] is False  # invalidated before the first write
+
+    del store.commit_updates
+    store.counters.__init__()  # type: ignore[misc]
+    again = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=2), scope=sources)
+    assert again.status is RunStatus.COMPLETED, again.error
+    assert again.io.table_reads >= first.figures.users  # type: ignore[union-attr]  # the state rows
+    assert sum(again.figures.changes.values()) > 0  # type: ignore[union-attr]  # the churn, recorded now
+    assert (await _head(store))["Valid"] is True
+
+
+async def test_other_settings_recompute_everyone_from_the_snapshot(
+    world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, sources, _ = world
+    graph = sources.graph
+    await run_sync(graph, store, clock=lambda: NIGHT_1, scope=sources)
+    changed = ScopeSources(
+        graph=sources.graph,
+        options=SignalOptions(
+            policy=ScopePolicy(lookback_days=45),
+            azure_rbac=True,
+            exclusion_group_id=sources.options.exclusion_group_id,
+        ),
+        arm=sources.arm,
+    )
+    store.counters.__init__()  # type: ignore[misc]
+    with caplog.at_level(logging.INFO):
+        run = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1), scope=changed)
+    assert run.status is RunStatus.COMPLETED, run.error
+    assert run.io.table_reads <= 5  # last night's users still came from the snapshot
+    assert "0 carried unchanged from the snapshot" in caplog.text  # but nobody was skipped

@@ -1,0 +1,119 @@
+"""The snapshot blob: what goes in comes out, and a damaged one is refused with a reason."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.adapters.snapshot import DELETED, STEADY, Encoder, SnapshotError, carried, context_key, decode
+from shared.domain.census import profile_of
+from shared.domain.normalize import person_from_graph, record_from_graph, registration_from_graph
+from shared.domain.records import StoredUser, UserRecord
+from shared.domain.scope_rules import NO_EVIDENCE, GuestTrust, ScopePolicy, assess
+from shared.domain.steady import fingerprint
+from sim.tenant import generate_tenant
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def _stored_users() -> list[StoredUser]:
+    tenant = generate_tenant(300, seed=4)
+    regs = dict(r for r in map(registration_from_graph, tenant.user_registration_details) if isinstance(r, tuple))
+    users = []
+    for i, obj in enumerate(tenant.users):
+        record = record_from_graph(obj, regs.get(obj["id"]))
+        assert isinstance(record, UserRecord)
+        if i % 4:
+            facts = assess(record, person_from_graph(obj), NO_EVIDENCE, None, ScopePolicy(), GuestTrust(), NOW).facts
+            record = replace(record, scope=facts)
+        if i % 9 == 0:
+            memory = (("azure_cli", "2026-11-20T10:00:00Z"), ("azure_portal", "2026-11-21T10:00:00Z"))
+            scope = replace(record.scope, known=True, tool_last_seen=memory, tools=("azure_cli",))
+            record = replace(record, scope=scope)
+        users.append(
+            StoredUser(
+                record=record,
+                version=1 + i % 5,
+                etag=f"W/\"datetime'2026-11-23T02%3A00%3A{i % 60:02d}.1Z'\"",
+                deleted=i % 17 == 0,
+                first_seen="2026-11-01T02:00:00+00:00" if i % 2 else None,
+            )
+        )
+    return users
+
+
+def test_every_user_comes_back_exactly() -> None:
+    users = _stored_users()
+    encoder = Encoder()
+    for i, u in enumerate(users):
+        encoder.add(u, fingerprint({"u": i}), fingerprint({"r": i}), steady=i % 3 == 0)
+    snapshot = decode(encoder.blob())
+    assert len(snapshot.entries) == len(users)
+    for i, u in enumerate(users):
+        entry = snapshot.entries[u.record.id]
+        assert snapshot.stored(u.record.id) == u
+        assert (entry.user_fp, entry.report_fp) == (fingerprint({"u": i}), fingerprint({"r": i}))
+        assert entry.steady == (i % 3 == 0)
+        assert entry.deleted == u.deleted
+        if not u.deleted:
+            assert snapshot.profiles[entry.profile] == profile_of(u.record)
+    assert snapshot.stored("not-a-user") is None
+
+
+def test_carried_users_keep_their_bytes_and_new_columns_extend_old_states() -> None:
+    users = _stored_users()
+    first = Encoder()
+    for u in users[:100]:
+        first.add(u, b"u" * 8, b"r" * 8, steady=True)
+    old = decode(first.blob())
+    second = Encoder(old.profiles, old.columns)
+    carried(old, second, [u.record.id for u in users[:100]])
+    for u in users[100:]:
+        second.add(u, b"v" * 8, b"s" * 8, steady=False)
+    again = decode(second.blob())
+    for u in users:
+        assert again.stored(u.record.id) == u
+    assert again.state_bytes(users[0].record.id) == old.state_bytes(users[0].record.id)
+    assert again.entries[users[0].record.id].flags & STEADY
+    assert again.entries[users[150].record.id].flags & STEADY == 0
+    assert any(e.flags & DELETED for e in again.entries.values())
+
+
+def test_an_empty_snapshot_is_fine() -> None:
+    snapshot = decode(Encoder().blob())
+    assert snapshot.entries == {} and snapshot.profiles == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda b: b[: len(b) // 2], "does not decompress"),
+        (lambda b: b"not zlib at all", "does not decompress"),
+        (lambda b: zlib.compress(zlib.decompress(b)[:-5]), "truncated"),
+        (lambda b: zlib.compress(zlib.decompress(b) + b"x"), "trailing"),
+        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"format":1', b'"format":9', 1)), "not format 1"),
+        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"users":20', b'"users":21', 1)), "user count"),
+    ],
+)
+def test_a_damaged_blob_is_refused_with_a_reason(damage, reason: str) -> None:  # type: ignore[no-untyped-def]
+    encoder = Encoder()
+    for u in _stored_users()[:20]:
+        encoder.add(u, b"u" * 8, b"r" * 8, steady=True)
+    with pytest.raises(SnapshotError, match=reason):
+        decode(damage(encoder.blob()))
+
+
+def test_a_user_id_with_a_line_break_is_refused() -> None:
+    u = _stored_users()[0]
+    with pytest.raises(SnapshotError, match="line break"):
+        Encoder().add(replace(u, record=replace(u.record, id="a\nb")), b"u" * 8, b"r" * 8, steady=False)
+
+
+def test_the_context_follows_the_settings() -> None:
+    a = context_key({"policy": {"lookback_days": 30}})
+    assert a == context_key({"policy": {"lookback_days": 30}})
+    assert a != context_key({"policy": {"lookback_days": 31}})
+    assert a != context_key({"scope": None})
