@@ -49,6 +49,11 @@ def _describe_run(label: str, run: SyncRun, seconds: float) -> None:
         f"  Graph: {io.graph_requests} requests, {io.graph_throttled} throttled and retried · "
         f"Tables: {_n(io.table_reads)} read, {_n(io.table_writes)} written in {io.table_batches} transactions"
     )
+    source = "the snapshot" if io.remembered_from == "snapshot" else "the state rows"
+    print(
+        f"  Last night's users read from {source}; {_n(io.users_carried)} steady and unchanged "
+        f"(counted, not recomputed), {_n(io.users_recomputed)} recomputed"
+    )
     # Who will be locked out: in scope by phase (registered / not), why, and who is not nudged.
     phases = " · ".join(
         f"{phase}: {_n(c.registered)} registered, {_n(c.unregistered)} NOT registered, {_n(c.unknown)} unknown"

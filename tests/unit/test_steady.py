@@ -154,7 +154,7 @@ def test_without_scope_signals_the_stored_scope_is_carried_so_everyone_known_is_
             member(created=(NOW - timedelta(days=3)).isoformat()),
             NO_EVIDENCE,
             RULES,
-        ),  # noqa: E501
+        ),
         ("a remembered management sign-in", member(), "signin", RULES),
         ("an admin whose sign-in activity must be looked up", member(is_admin=True), NO_EVIDENCE, RULES),
         ("a role held tonight (tomorrow without it would differ)", member(), Ev(roles=(RoleGrant("Reader"),)), RULES),
