@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.data.tables.aio import TableClient
 
 Operation = Literal["create", "update", "upsert"]
@@ -203,21 +203,26 @@ def range_filter(partition: str, low: str, high: str) -> str:
     return f"PartitionKey eq {_literal(partition)} and RowKey ge {_literal(low)} and RowKey lt {_literal(high)}"
 
 
-async def get_entity(table: TableClient, partition_key: str, row_key: str) -> dict[str, Any] | None:
-    """One entity as plain JSON (``odata.etag`` included, like ``query_pages``), or None if no such row.
-
-    A missing table is an error (BatchRejected, code TableNotFound), not a missing row.
-    """
+async def _get(table: TableClient, resource: str) -> AsyncHttpResponse:
+    """A GET of ``<table><resource>`` (an entity's keys, or ``()?query``) through the SDK's pipeline."""
     request = HttpRequest(
         "GET",
-        f"{_base(table)}/{table.table_name}(PartitionKey='{_key(partition_key)}',RowKey='{_key(row_key)}')",
+        f"{_base(table)}/{table.table_name}{resource}",
         headers={
             "Accept": "application/json;odata=minimalmetadata",
             "DataServiceVersion": "3.0",
             "x-ms-version": table.api_version,
         },
     )
-    response = await table._client.send_request(request)
+    return await table._client.send_request(request)
+
+
+async def get_entity(table: TableClient, partition_key: str, row_key: str) -> dict[str, Any] | None:
+    """One entity as plain JSON (``odata.etag`` included, like ``query_pages``), or None if no such row.
+
+    A missing table is an error (BatchRejected, code TableNotFound), not a missing row.
+    """
+    response = await _get(table, f"(PartitionKey='{_key(partition_key)}',RowKey='{_key(row_key)}')")
     if response.status_code == 200:
         entity: dict[str, Any] = json.loads(response.content)
         entity.pop("odata.metadata", None)
@@ -236,21 +241,11 @@ async def query_pages(
     ``odata_filter`` must be built from trusted values (see ``range_filter``); user input goes
     through the SDK's parameter substitution instead (shared.adapters.history_reader).
     """
-    base = _base(table)
     continuation: dict[str, str] = {}
     while True:
         params = {"$filter": odata_filter, "$top": str(page_size), **continuation}
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        request = HttpRequest(
-            "GET",
-            f"{base}/{table.table_name}()?{query}",
-            headers={
-                "Accept": "application/json;odata=minimalmetadata",
-                "DataServiceVersion": "3.0",
-                "x-ms-version": table.api_version,
-            },
-        )
-        response = await table._client.send_request(request)
+        response = await _get(table, f"()?{query}")
         if response.status_code != 200:
             raise _rejection(response.status_code, response.content)
         yield json.loads(response.content)["value"]

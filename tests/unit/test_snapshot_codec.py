@@ -10,22 +10,18 @@ import pytest
 
 from shared.adapters.snapshot import DELETED, STEADY, Encoder, SnapshotError, carried, context_key, decode
 from shared.domain.census import profile_of
-from shared.domain.normalize import person_from_graph, record_from_graph, registration_from_graph
-from shared.domain.records import StoredUser, UserRecord
+from shared.domain.normalize import person_from_graph
+from shared.domain.records import StoredUser
 from shared.domain.scope_rules import NO_EVIDENCE, GuestTrust, ScopePolicy, assess
 from shared.domain.steady import fingerprint
-from sim.tenant import generate_tenant
+from tests.unit.tenant_records import tenant_records
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 def _stored_users() -> list[StoredUser]:
-    tenant = generate_tenant(300, seed=4)
-    regs = dict(r for r in map(registration_from_graph, tenant.user_registration_details) if isinstance(r, tuple))
     users = []
-    for i, obj in enumerate(tenant.users):
-        record = record_from_graph(obj, regs.get(obj["id"]))
-        assert isinstance(record, UserRecord)
+    for i, (obj, record) in enumerate(tenant_records(300, seed=4)):
         if i % 4:
             facts = assess(record, person_from_graph(obj), NO_EVIDENCE, None, ScopePolicy(), GuestTrust(), NOW).facts
             record = replace(record, scope=facts)

@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from shared.domain.census import Census, Profile, profile_of
 from shared.domain.deltas import reconcile
-from shared.domain.normalize import person_from_graph, record_from_graph, registration_from_graph
+from shared.domain.normalize import person_from_graph
 from shared.domain.records import StoredUser, UserRecord, UserType
 from shared.domain.scope import ScopeFacts
 from shared.domain.scope_rules import NO_EVIDENCE, GuestTrust, PersonFacts, RoleGrant, ScopePolicy, assess
 from shared.domain.scope_rules import Evidence as Ev
 from shared.domain.steady import NEVER, NO_ROW, ScopeRules, fingerprint, is_steady, report_fingerprint
-from sim.tenant import generate_tenant
+from tests.unit.tenant_records import tenant_records
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 RULES = ScopeRules(ScopePolicy(), GuestTrust(default_mfa_accepted=False), fallback=False)
@@ -90,12 +90,8 @@ def test_what_cannot_be_fingerprinted_matches_nothing() -> None:
 
 def _records() -> list[UserRecord]:
     """A generated tenant through the real normaliser and scope rules, plus odd cases."""
-    tenant = generate_tenant(400, seed=21)
-    regs = dict(r for r in map(registration_from_graph, tenant.user_registration_details) if isinstance(r, tuple))
     records = []
-    for i, obj in enumerate(tenant.users):
-        record = record_from_graph(obj, regs.get(obj["id"]))
-        assert isinstance(record, UserRecord)
+    for i, (obj, record) in enumerate(tenant_records(400, seed=21)):
         if i % 3:  # a third without scope facts (signals off), the rest assessed
             evidence = Ev(roles=(RoleGrant("Global Administrator"),)) if i % 7 == 0 else NO_EVIDENCE
             facts = assess(record, person_from_graph(obj), evidence, None, RULES.policy, RULES.trust, NOW).facts
