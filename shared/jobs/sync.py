@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
 from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
-from shared.adapters.snapshot import STEADY, Head
+from shared.adapters.snapshot import STEADY, Head, SnapshotError
 from shared.adapters.state_store import MAX_BATCH, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
@@ -146,6 +146,10 @@ async def run_sync(
             ) from None
         except _PullFailed:
             raise
+        except SnapshotError as exc:
+            # Not the tenant's fault: stop trusting the snapshot, so the next run reads the state rows.
+            await store.snapshot.invalidate(memory.head)
+            raise _PullFailed(f"the snapshot could not be used ({exc}); the next run reads the state rows") from exc
         except Exception as exc:
             raise _PullFailed(f"the pull failed: {type(exc).__name__}: {exc}") from exc
         run = replace(run, pull_complete=True, signals=pull.signals)
@@ -287,8 +291,8 @@ class _Report:
         found = self.facts.get(user_id)
         if found is not None or user_id not in self.stamps:
             return found
-        if old is None:  # the snapshot named the user, so the state must hold them
-            raise _PullFailed(f"user {user_id} is in the snapshot but its state is missing")
+        if old is None:  # the snapshot named the user, so it must hold their state
+            raise SnapshotError(f"user {user_id} is in the snapshot but their state is not")
         r = old.record
         stamp = clean_text(self.stamps[user_id]) or None
         return RegistrationFacts(r.mfa_registered, r.mfa_capable, r.is_admin, r.methods, r.default_method, stamp)

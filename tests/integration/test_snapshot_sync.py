@@ -20,7 +20,7 @@ from shared.adapters import table_wire as wire
 from shared.adapters.arm import ArmReader
 from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphReader
-from shared.adapters.snapshot import HEAD_ROW, PARTITION
+from shared.adapters.snapshot import HEAD_ROW, PARTITION, Encoder
 from shared.adapters.state_store import StateStore
 from shared.domain.runs import RunStatus, SyncRun
 from shared.domain.scope_rules import ScopePolicy
@@ -246,3 +246,30 @@ async def test_other_settings_recompute_everyone_from_the_snapshot(
     assert run.status is RunStatus.COMPLETED, run.error
     assert run.io.table_reads <= 5  # last night's users still came from the snapshot
     assert "0 carried unchanged from the snapshot" in caplog.text  # but nobody was skipped
+
+
+async def test_a_snapshot_that_cannot_give_a_users_state_fails_the_run_once_then_is_set_aside(world: Any) -> None:
+    store, sources, _ = world
+    graph = sources.graph
+    first = await run_sync(graph, store, clock=lambda: NIGHT_1, scope=sources)
+    head = await store.snapshot.head()
+    snapshot = await store.snapshot.load(head, head.context)
+    # A blob whose digest is right but one user's remembered state is not JSON (a bug, not damage).
+    victim = next(iter(snapshot.entries))
+    encoder = Encoder(snapshot.profiles, snapshot.columns)
+    for user_id, e in snapshot.entries.items():
+        state = b"{broken" if user_id == victim else snapshot.state_bytes(user_id) or b""
+        flags = 0 if user_id == victim else e.flags  # not steady: tonight recomputes them
+        encoder.add_raw(user_id, e.user_fp, e.report_fp, e.profile, flags, state)
+    await store.snapshot.save(head, encoder.blob(), head.context, "test")
+
+    failed = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1), scope=sources)
+    assert failed.status is RunStatus.FAILED
+    assert f"the remembered state of {victim} is not JSON" in (failed.error or "")
+    assert (await _head(store))["Valid"] is False
+
+    store.counters.__init__()  # type: ignore[misc]
+    again = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=2), scope=sources)
+    assert again.status is RunStatus.COMPLETED, again.error
+    assert again.io.remembered_from == "state_rows" and again.io.table_reads >= first.figures.users  # type: ignore[union-attr]
+    assert sum(again.figures.changes.values()) == 0  # type: ignore[union-attr]
