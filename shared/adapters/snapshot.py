@@ -184,9 +184,6 @@ class Encoder:
         self._records: list[bytes] = []
         self._states: list[bytes] = []
 
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def profile(self, profile: Profile) -> int:
         index = self._profile_index.get(profile)
         if index is None:

@@ -66,7 +66,6 @@ class Memory:
     head: Head
     snapshot: Snapshot | None = None
     users: dict[str, StoredUser] | None = None
-    why_full: str = ""
 
     def fast(self, context_now: str) -> bool:
         return self.snapshot is not None and self.head.context == context_now
@@ -92,11 +91,6 @@ class Memory:
                 if user_id not in seen:
                     yield user_id, stored.deleted
 
-    def __len__(self) -> int:
-        if self.snapshot is not None:
-            return len(self.snapshot.entries)
-        return len(self.users or ())
-
 
 async def load_memory(store: StateStore) -> Memory:
     head = await store.snapshot.head()
@@ -110,7 +104,7 @@ async def load_memory(store: StateStore) -> Memory:
         return Memory(head, snapshot=snapshot)
     if head.etag is not None:
         log.warning("reading every state row instead of the snapshot: %s", why)
-    return Memory(head, users=await store.load_users(), why_full=why)
+    return Memory(head, users=await store.load_users())
 
 
 @dataclass(frozen=True, slots=True)
