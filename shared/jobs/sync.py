@@ -360,10 +360,11 @@ async def _pull(
     report = report or _Report()
     context_now = context(policy, trust, fallback)
     fast = memory.fast(context_now)
-    if memory.snapshot is not None and not fast:
-        log.info("the snapshot was computed under other code or settings: recomputing every user tonight")
     rules = ScopeRules(policy, trust, fallback) if policy is not None and trust is not None else None
     users = _UserPass(memory, census, seen_at, rules, now)
+    if memory.snapshot is not None and not fast:
+        log.info("the snapshot was computed under other code or settings: recomputing every user tonight")
+        users.next.changed = True  # remember tonight under tonight's code and settings, changes or not
     entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
     report_prints = report.prints
 
