@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 100  # Table Storage's limit of operations in one entity-group transaction
 _LOAD_PAGE = 1000  # Table Storage's largest query page
+IN_FLIGHT = 3  # user transactions on the wire at once: the next is built while the service works
 
 
 _CONFLICT_CODES = ("EntityAlreadyExists", "UpdateConditionNotSatisfied")
@@ -158,17 +159,56 @@ class StateStore:
         self, updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
     ) -> AsyncIterator[Committed]:
         """Write each user's state and events atomically, batch by batch, yielding what each
-        committed batch wrote (the caller indexes it, even if a later batch fails)."""
+        committed batch wrote (the caller indexes it, even if a later batch fails).
+
+        Up to ``IN_FLIGHT`` transactions are on the wire at once (each holds other users' rows, so
+        their order does not matter), and they are yielded as they commit. If one fails, no new
+        one is sent: those already sent are awaited and what committed is yielded, then the failure
+        is raised. If the caller stops early, those already sent are still awaited, so nothing of
+        this call is written after it ends (what they committed is not yielded: the caller leaves
+        the night index to the next run's repair)."""
         by_shard: dict[str, list[UserUpdate]] = defaultdict(list)
         for update in updates:
             by_shard[schema.shard_of(update.stored.record.id)].append(update)
-        for shard in sorted(by_shard):
-            for operations, timeline_rows, state_at in _batches(by_shard[shard], run, seen_at):
-                etags = await self._submit(operations)
-                yield Committed(
-                    timeline_rows,
-                    {operations[i].entity["UserId"]: etags[i] if i < len(etags) else None for i in state_at},
-                )
+        batches = (b for shard in sorted(by_shard) for b in _batches(by_shard[shard], run, seen_at))
+        sent: set[asyncio.Task[Committed]] = set()
+        failure: BaseException | None = None
+        try:
+            for operations, timeline_rows, state_at in batches:
+                sent.add(asyncio.create_task(self._commit(operations, timeline_rows, state_at)))
+                if len(sent) < IN_FLIGHT:
+                    continue
+                done, sent = await asyncio.wait(sent, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        failure = failure or task.exception()
+                    else:
+                        yield task.result()
+                if failure is not None:
+                    break
+            while sent:
+                done, sent = await asyncio.wait(sent, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        failure = failure or task.exception()
+                    else:
+                        yield task.result()
+            if failure is not None:
+                raise failure
+        finally:
+            if sent:  # the caller stopped early: let what is on the wire land before returning
+                await asyncio.wait(sent)
+                for task in sent:
+                    task.exception()  # retrieved: the caller's own error is the one that counts
+
+    async def _commit(
+        self, operations: list[wire.BatchOp], timeline_rows: list[dict[str, Any]], state_at: list[int]
+    ) -> Committed:
+        etags = await self._submit(operations)
+        return Committed(
+            timeline_rows,
+            {operations[i].entity["UserId"]: etags[i] if i < len(etags) else None for i in state_at},
+        )
 
     async def _submit(self, operations: list[wire.BatchOp]) -> list[str | None]:
         try:

@@ -177,21 +177,28 @@ async def run_sync(
         unindexed: list[dict[str, Any]] = []
         etags: dict[str, str | None] = {}
         index_pending = True
+        every_commit_seen = True
         try:
             async for committed in store.commit_updates(pull.updates, run, run.started.isoformat()):
-                # Index committed rows as they come, in full transactions, so a first night of
-                # 100,000 new users never holds all their event rows at once.
-                unindexed.extend(committed.timeline_rows)
-                etags.update(committed.etags)
-                if len(unindexed) >= MAX_BATCH:
-                    full = len(unindexed) - len(unindexed) % MAX_BATCH
-                    await store.write_night_index(unindexed[:full])
-                    del unindexed[:full]
-                await leases.keep()
+                try:
+                    # Index committed rows as they come, in full transactions, so a first night of
+                    # 100,000 new users never holds all their event rows at once.
+                    unindexed.extend(committed.timeline_rows)
+                    etags.update(committed.etags)
+                    if len(unindexed) >= MAX_BATCH:
+                        full = len(unindexed) - len(unindexed) % MAX_BATCH
+                        await store.write_night_index(unindexed[:full])
+                        del unindexed[:full]
+                    await leases.keep()
+                except BaseException:
+                    # Transactions already on the wire may still commit, unseen: the run row
+                    # keeps IndexPending and the next run rebuilds the index from the timeline.
+                    every_commit_seen = False
+                    raise
         finally:
             # Index whatever committed, even when a later batch failed.
             await store.write_night_index(unindexed)
-            index_pending = False
+            index_pending = not every_commit_seen
         if pull.next.changed or pull.updates:
             await _save_snapshot(store, head, pull, etags, run.run_id)
         del memory, pull.next

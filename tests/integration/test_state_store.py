@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.data.tables import UpdateMode
@@ -10,7 +13,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters import table_schema as schema
 from shared.adapters.leases import LeaseHeldError
-from shared.adapters.state_store import MAX_BATCH, ConcurrentWriteError, StateStore
+from shared.adapters.state_store import IN_FLIGHT, MAX_BATCH, ConcurrentWriteError, StateStore
 from shared.domain.deltas import reconcile
 from shared.domain.records import UserRecord, UserType
 from shared.domain.runs import SyncRun
@@ -189,3 +192,55 @@ async def test_repair_rebuilds_a_crashed_runs_index(table_service: TableServiceC
     assert run_row["Status"] == "failed" and run_row["IndexPending"] is False
     assert "stopped without finishing" in run_row["Error"]
     assert await store.runs_with_pending_index(exclude_run_id="another-run") == []
+
+
+class _Staggered(StateStore):
+    """Transactions that finish out of order, the ``fail_at``-th of them refused."""
+
+    def __init__(self, service: TableServiceClient, fail_at: int | None = None) -> None:
+        super().__init__(service)
+        self.fail_at, self.started, self.finished = fail_at, 0, 0
+
+    async def _submit(self, operations: list[Any]) -> list[str | None]:
+        n = self.started
+        self.started += 1
+        await asyncio.sleep(0.02 * (2 - n % 3))  # the first sent finishes last
+        if n == self.fail_at:
+            self.finished += 1
+            raise ConcurrentWriteError("row changed under this run")
+        etags = await super()._submit(operations)
+        self.finished += 1
+        return etags
+
+
+def _many_users(n: int) -> list[Any]:
+    return [u for u in (reconcile(None, record(i), NOW.isoformat()) for i in range(n)) if u]
+
+
+async def test_transactions_go_out_together_and_a_failure_stops_the_rest(table_service: TableServiceClient) -> None:
+    await store_with_tables(table_service)
+    store = _Staggered(table_service, fail_at=4)
+    updates = _many_users(400)  # 16 shards of about 25 users: 16 transactions
+    seen: list[str] = []
+    order: list[int] = []
+    with pytest.raises(ConcurrentWriteError):
+        async for committed in store.commit_updates(updates, RUN, NOW.isoformat()):
+            seen.extend(committed.etags)
+            order.append(store.started)
+    assert 4 < store.started <= 4 + IN_FLIGHT  # nothing new was sent once one had failed
+    assert store.finished == store.started  # what was on the wire landed before the error came out
+    # Every committed transaction was reported, and only those: the caller can index exactly them.
+    assert sorted(seen) == sorted(await store.load_users())
+    assert order and order[0] > 1  # more than one was on the wire before the first came back
+
+
+async def test_a_caller_that_stops_early_leaves_nothing_on_the_wire(table_service: TableServiceClient) -> None:
+    await store_with_tables(table_service)
+    store = _Staggered(table_service)
+    stream = store.commit_updates(_many_users(400), RUN, NOW.isoformat())
+    async with contextlib.aclosing(stream):
+        async for _committed in stream:
+            break
+    assert 1 < store.started < 16
+    assert store.finished == store.started  # the ones already sent landed before the stream closed
+    assert len(await store.load_users()) > 25  # more than the one transaction the caller saw

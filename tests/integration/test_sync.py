@@ -314,3 +314,46 @@ async def test_a_flood_of_bad_users_is_counted_but_logged_only_a_few_times(
     assert run.figures.users == 300  # everyone else recorded
     logged = [r for r in caplog.records if r.getMessage().startswith("skipped a user")]
     assert len(logged) == 20
+
+
+async def test_an_index_write_that_fails_mid_commit_is_repaired_by_the_next_run(
+    tenant: Tenant, graph: GraphReader, store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Nights()
+    await sync(graph, store, clock)
+    evolve(tenant, seed=6, churn=0.4)  # enough events for the night index to be written mid-commit
+    real = store.write_night_index
+    calls = 0
+
+    async def failing_once(rows: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("the changes table went away")
+        await real(rows)
+
+    monkeypatch.setattr(store, "write_night_index", failing_once)
+    failed = await sync(graph, store, clock)
+    assert failed.status is RunStatus.FAILED and "went away" in (failed.error or "")
+    row = await store.runs.get_entity(schema.RUN_PARTITION, failed.run_id)
+    # Transactions still on the wire may have committed unseen: the index is left to the repair.
+    assert row["IndexPending"] is True
+
+    recovered = await sync(graph, store, clock)
+    assert recovered.status is RunStatus.COMPLETED, recovered.error
+    row = await store.runs.get_entity(schema.RUN_PARTITION, failed.run_id)
+    assert row["IndexPending"] is False and row["IndexRepairedRows"] > 0
+    # Every event the failed run committed is in its night's index, exactly once.
+    timeline: set[tuple[str, int, str]] = set()
+    for shard in schema.SHARDS:
+        async for e in store.users.query_entities(
+            "PartitionKey eq @pk and RunId eq @run", parameters={"pk": shard, "run": failed.run_id}
+        ):
+            timeline.add((e["UserId"], int(e["Version"]), e["Kind"]))
+    index = [
+        (e["UserId"], int(e["Version"]), e["Kind"])
+        async for e in store.changes.query_entities(
+            "PartitionKey eq @n and RunId eq @run", parameters={"n": failed.night, "run": failed.run_id}
+        )
+    ]
+    assert timeline and sorted(index) == sorted(timeline)
