@@ -20,11 +20,13 @@ Trust, and when it is withdrawn (docs/table-schema.md has the table view):
   head invalid, and the next run reads the state rows. Two runs that overlap (an expired lease)
   cannot both validate: the second head write's condition fails.
 
-Blob layout (zlib level 1): four sections, each an 8-byte little-endian length then the bytes:
-a JSON header (format, user count, profiles, state columns), the user ids joined by newlines,
-one fixed-width record per user (``<8s8sHBI``: user and report fingerprints, profile index, flags,
-state length), and the states, each a JSON array of the state row's values in the header's
-column order.
+Blob layout (one zlib stream, level 1): sections, each an 8-byte little-endian length then the
+bytes. Users come in groups of three sections: their ids joined by newlines, one fixed-width
+record per user (``<8s8sHBI``: user and report fingerprints, profile index, flags, state length),
+and their states, each a JSON array of the state row's values in the header's column order. The
+last section is a JSON header (format, user count, group count, profiles, state columns). Groups
+let the sync compress everyone it did not write while its transactions are on the wire
+(``Encoder.seal``), and add the written users, whose new ETags come back with the commit, after.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,7 +52,7 @@ from shared.domain.steady import FINGERPRINT_SIZE
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 PARTITION = schema.SNAPSHOT_PARTITION
 HEAD_ROW = "head"
 PART_BYTES = 64_000  # a binary property holds at most 64 KiB
@@ -173,7 +174,11 @@ def decode_state(user_id: str, raw: bytes, columns: Sequence[str]) -> StoredUser
 
 
 class Encoder:
-    """Builds a snapshot user by user (states as JSON arrays in a column order it grows)."""
+    """Builds a snapshot user by user (states as JSON arrays in a column order it grows).
+
+    ``seal`` closes the users added so far into a compressed group (it may run in a worker thread,
+    as long as nothing else touches the encoder meanwhile); ``blob`` seals the rest and adds the
+    header."""
 
     def __init__(self, profiles: Sequence[Profile] = (), columns: Sequence[str] = ()) -> None:
         self.profiles: list[Profile] = list(profiles)
@@ -183,6 +188,10 @@ class Encoder:
         self._ids: list[str] = []
         self._records: list[bytes] = []
         self._states: list[bytes] = []
+        self._users = 0
+        self._groups = 0
+        self._compressor = zlib.compressobj(1)
+        self._compressed: list[bytes] = []
 
     def profile(self, profile: Profile) -> int:
         index = self._profile_index.get(profile)
@@ -219,25 +228,38 @@ class Encoder:
         profile = 0 if stored.deleted else self.profile(profile_of(stored.record))
         self.add_raw(stored.record.id, user_fp, report_fp, profile, flags, self.state(stored))
 
+    def seal(self) -> None:
+        """Compress the users added since the last seal as one group (nothing if there are none)."""
+        if not self._ids:
+            return
+        self._section("\n".join(self._ids).encode())
+        self._section(b"".join(self._records))
+        self._compressed.append(self._compressor.compress(_LENGTH.pack(sum(len(s) for s in self._states))))
+        for start in range(0, len(self._states), 4096):
+            self._compressed.append(self._compressor.compress(b"".join(self._states[start : start + 4096])))
+        self._users += len(self._ids)
+        self._groups += 1
+        self._ids, self._records, self._states = [], [], []
+
+    def _section(self, data: bytes) -> None:
+        self._compressed.append(self._compressor.compress(_LENGTH.pack(len(data)) + data))
+
     def blob(self) -> bytes:
+        """The whole snapshot; the encoder is spent after it."""
+        self.seal()
         header = json.dumps(
             {
                 "format": FORMAT,
-                "users": len(self._ids),
+                "users": self._users,
+                "groups": self._groups,
                 "profiles": [p.to_json() for p in self.profiles],
                 "columns": self.columns,
             },
             separators=(",", ":"),
         ).encode()
-        compressor = zlib.compressobj(1)
-        chunks = []
-        for section in (header, "\n".join(self._ids).encode(), b"".join(self._records)):
-            chunks.append(compressor.compress(_LENGTH.pack(len(section)) + section))
-        chunks.append(compressor.compress(_LENGTH.pack(sum(len(s) for s in self._states))))
-        for start in range(0, len(self._states), 4096):
-            chunks.append(compressor.compress(b"".join(self._states[start : start + 4096])))
-        chunks.append(compressor.flush())
-        return b"".join(chunks)
+        self._section(header)
+        self._compressed.append(self._compressor.flush())
+        return b"".join(self._compressed)
 
 
 def decode(blob: bytes) -> Snapshot:
@@ -245,9 +267,11 @@ def decode(blob: bytes) -> Snapshot:
         raw = zlib.decompress(blob)
     except zlib.error as exc:
         raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
-    sections = list(_sections(raw, 4))
+    sections = list(_sections(raw))
+    if not sections:
+        raise SnapshotError("the snapshot is empty")
     try:
-        header = json.loads(sections[0])
+        header = json.loads(sections[-1])
     except ValueError as exc:
         raise SnapshotError("the snapshot header is not JSON") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -256,28 +280,35 @@ def decode(blob: bytes) -> Snapshot:
     columns = header.get("columns")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise SnapshotError("the snapshot's columns are not a list of names")
-    users = header.get("users")
-    ids = sections[1].decode().split("\n") if users else []
-    if len(ids) != users or len(sections[2]) != _RECORD.size * len(ids):
-        raise SnapshotError("the snapshot's user count does not match its sections")
-    records = list(_RECORD.iter_unpack(sections[2]))
-    ends = list(accumulate(r[4] for r in records))
-    states = sections[3]
-    if (ends[-1] if ends else 0) != len(states):
-        raise SnapshotError("the snapshot's states do not add up")
+    groups = sections[:-1]
+    if len(groups) % 3 or len(groups) // 3 != header.get("groups"):
+        raise SnapshotError("the snapshot's groups do not match its header")
     entries: dict[str, Remembered] = {}
-    for user_id, (ufp, rfp, profile, flags, length), end in zip(ids, records, ends, strict=True):
-        if profile >= len(profiles) and not flags & DELETED:
-            raise SnapshotError("a remembered user names a profile the snapshot does not hold")
-        entries[user_id] = Remembered(ufp, rfp, profile, flags, end - length, length)
-    if len(entries) != len(ids):
+    states: list[bytes] = []
+    users = at = 0
+    for g in range(0, len(groups), 3):
+        ids = groups[g].decode().split("\n")
+        if len(groups[g + 1]) != _RECORD.size * len(ids):
+            raise SnapshotError("the snapshot's user count does not match its sections")
+        for user_id, (ufp, rfp, profile, flags, length) in zip(ids, _RECORD.iter_unpack(groups[g + 1]), strict=True):
+            if profile >= len(profiles) and not flags & DELETED:
+                raise SnapshotError("a remembered user names a profile the snapshot does not hold")
+            entries[user_id] = Remembered(ufp, rfp, profile, flags, at, length)
+            at += length
+        users += len(ids)
+        states.append(groups[g + 2])
+        if at != sum(len(s) for s in states):
+            raise SnapshotError("the snapshot's states do not add up")
+    if users != header.get("users"):
+        raise SnapshotError("the snapshot's user count does not match its sections")
+    if len(entries) != users:
         raise SnapshotError("the snapshot lists a user twice")
-    return Snapshot(profiles, columns, entries, states)
+    return Snapshot(profiles, columns, entries, b"".join(states))
 
 
-def _sections(raw: bytes, count: int) -> Iterator[bytes]:
+def _sections(raw: bytes) -> Iterator[bytes]:
     at = 0
-    for _ in range(count):
+    while at < len(raw):
         if at + _LENGTH.size > len(raw):
             raise SnapshotError("the snapshot is truncated")
         (length,) = _LENGTH.unpack_from(raw, at)
@@ -286,8 +317,6 @@ def _sections(raw: bytes, count: int) -> Iterator[bytes]:
             raise SnapshotError("the snapshot is truncated")
         yield raw[at : at + length]
         at += length
-    if at != len(raw):
-        raise SnapshotError("the snapshot has trailing bytes")
 
 
 # --- the table -------------------------------------------------------------------------------

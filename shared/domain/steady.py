@@ -56,8 +56,15 @@ def fingerprint(value: Any) -> bytes:
 
 
 def report_fingerprint(row: dict[str, Any]) -> bytes:
-    """A report row's fingerprint, without the report's own refresh stamp."""
-    return fingerprint({k: v for k, v in row.items() if k != REPORT_STAMP})
+    """A report row's fingerprint, without the report's own refresh stamp. The stamp is taken out
+    and put back (last): the row is left equal, and no copy of it is made for each of 100,000 rows."""
+    if REPORT_STAMP not in row:
+        return fingerprint(row)
+    stamp = row.pop(REPORT_STAMP)
+    try:
+        return fingerprint(row)
+    finally:
+        row[REPORT_STAMP] = stamp
 
 
 NO_ROW = fingerprint(None)  # the report does not list the user

@@ -172,35 +172,20 @@ async def run_sync(
             pull.next.changed = True
 
         head = memory.head
-        if pull.updates:  # the state rows are about to change: the snapshot stops being true
-            head = await store.snapshot.invalidate(head)
-        unindexed: list[dict[str, Any]] = []
-        etags: dict[str, str | None] = {}
-        index_pending = True
-        every_commit_seen = True
+        saving = pull.next.changed or bool(pull.updates)
+        # Compress everyone the commit does not write while its transactions are on the wire.
+        sealing = asyncio.create_task(asyncio.to_thread(pull.next.seal_unwritten)) if saving else None
+        committing = _Committing()
         try:
-            async for committed in store.commit_updates(pull.updates, run, run.started.isoformat()):
-                try:
-                    # Index committed rows as they come, in full transactions, so a first night of
-                    # 100,000 new users never holds all their event rows at once.
-                    unindexed.extend(committed.timeline_rows)
-                    etags.update(committed.etags)
-                    if len(unindexed) >= MAX_BATCH:
-                        full = len(unindexed) - len(unindexed) % MAX_BATCH
-                        await store.write_night_index(unindexed[:full])
-                        del unindexed[:full]
-                    await leases.keep()
-                except BaseException:
-                    # Transactions already on the wire may still commit, unseen: the run row
-                    # keeps IndexPending and the next run rebuilds the index from the timeline.
-                    every_commit_seen = False
-                    raise
+            if pull.updates:  # the state rows are about to change: the snapshot stops being true
+                head = await store.snapshot.invalidate(head)
+            await _commit(store, pull.updates, run, leases, committing)
         finally:
-            # Index whatever committed, even when a later batch failed.
-            await store.write_night_index(unindexed)
-            index_pending = not every_commit_seen
-        if pull.next.changed or pull.updates:
-            await _save_snapshot(store, head, pull, etags, run.run_id)
+            index_pending = not committing.indexed_all
+            if sealing is not None:
+                await asyncio.wait([sealing])  # the worker thread never outlives the commit
+        if sealing is not None:
+            await _save_snapshot(store, head, pull, committing.etags, run.run_id, sealing)
         del memory, pull.next
         run = replace(run, status=RunStatus.COMPLETED, figures=pull.census.figures())
     except _PullFailed as exc:
@@ -224,10 +209,53 @@ class _PullFailed(Exception):
     pass
 
 
-async def _save_snapshot(store: StateStore, head: Head, pull: _Pull, etags: dict[str, str | None], run_id: str) -> None:
+@dataclass
+class _Committing:
+    etags: dict[str, str | None] = field(default_factory=dict)  # each written user's new ETag
+    indexed_all: bool = False  # the night index holds every event that committed
+
+
+async def _commit(
+    store: StateStore, updates: list[UserUpdate], run: SyncRun, leases: _LeaseKeeper, into: _Committing
+) -> None:
+    """Each user's state and events atomically, then their copies in the night index, in full
+    transactions as they commit, so a first night of 100,000 new users never holds all its event
+    rows at once. What committed is indexed even when a later transaction fails; ``into`` says,
+    even when this raises, whether the index is complete."""
+    unindexed: list[dict[str, Any]] = []
+    every_commit_seen = True
+    try:
+        async for committed in store.commit_updates(updates, run, run.started.isoformat()):
+            try:
+                unindexed.extend(committed.timeline_rows)
+                into.etags.update(committed.etags)
+                if len(unindexed) >= MAX_BATCH:
+                    full = len(unindexed) - len(unindexed) % MAX_BATCH
+                    await store.write_night_index(unindexed[:full])
+                    del unindexed[:full]
+                await leases.keep()
+            except BaseException:
+                # Transactions already on the wire may still commit, unseen: the run row keeps
+                # IndexPending and the next run rebuilds the index from the timeline.
+                every_commit_seen = False
+                raise
+    finally:
+        await store.write_night_index(unindexed)
+        into.indexed_all = every_commit_seen
+
+
+async def _save_snapshot(
+    store: StateStore,
+    head: Head,
+    pull: _Pull,
+    etags: dict[str, str | None],
+    run_id: str,
+    sealing: asyncio.Task[None],
+) -> None:
     """Remember tonight for tomorrow. A failure here costs tomorrow's speed, never correctness:
     the head stays invalid and tomorrow reads the state rows."""
     try:
+        sealing.result()  # what could not be sealed cannot be saved
         blob = pull.next.blob((u.stored for u in pull.updates), etags)
         if blob is not None:
             await store.snapshot.save(head, blob, pull.context, run_id)
@@ -314,10 +342,13 @@ async def _registrations(
     try:
         async for page in graph.registration_details():
             for row in page:
-                user_id = valid_id(row.get("id")) if isinstance(row, dict) else None
+                raw_id = row.get("id") if isinstance(row, dict) else None
+                e = entries.get(raw_id) if type(raw_id) is str else None
+                user_id = raw_id if e is not None else valid_id(raw_id)  # a remembered id is valid as sent
                 if user_id is not None and user_id not in report.prints:
                     fp = report_fingerprint(row)
-                    e = entries.get(user_id)
+                    if e is None:
+                        e = entries.get(user_id)
                     if e is not None and e.flags == STEADY and e.report_fp == fp:
                         report.prints[user_id] = fp
                         report.stamps[user_id] = row.get(REPORT_STAMP)
@@ -378,10 +409,13 @@ async def _pull(
     deferred: list[_Deferred] = []
     async for page in graph.users():
         for obj in page:
-            user_id = valid_id(obj.get("id")) if isinstance(obj, dict) else None
+            raw_id = obj.get("id") if isinstance(obj, dict) else None
+            e = entries.get(raw_id) if type(raw_id) is str else None
+            user_id = raw_id if e is not None else valid_id(raw_id)  # a remembered id is valid as sent
             user_fp = fingerprint(obj) if user_id is not None else NO_ROW
             if user_id is not None and user_id not in users.seen:
-                e = entries.get(user_id)
+                if e is None:
+                    e = entries.get(user_id)
                 if (
                     e is not None
                     and e.flags == STEADY

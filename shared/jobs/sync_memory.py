@@ -6,7 +6,8 @@ snapshot cannot be read; the reason is logged). ``Memory.fast`` says whether the
 fingerprints may be trusted tonight (same code, same policies: ``context``).
 
 ``NextSnapshot`` collects tonight's users as the sync settles them (carried unchanged, recomputed,
-or written) and, after the commit, encodes the blob the store saves.
+or written), compresses all but the written ones while the commit runs, and after it adds the
+written ones with their new ETags: the blob the store saves.
 """
 
 from __future__ import annotations
@@ -168,10 +169,16 @@ class NextSnapshot:
         if stored is not None:
             self.encoder.add(stored, NO_ROW, NO_ROW, False)
 
-    def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:
-        """The snapshot to save after the commit; None when a written row's ETag is unknown."""
+    def seal_unwritten(self) -> None:
+        """Copy in the carried users and compress everyone so far: all but the users the commit
+        writes. Runs in a worker thread during the commit, which touches nothing of this."""
         if self.memory.snapshot is not None:
             carried(self.memory.snapshot, self.encoder, self.carried_ids)
+        self.encoder.seal()
+
+    def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:
+        """The snapshot to save after the commit (``seal_unwritten`` first); None when a written
+        row's ETag is unknown."""
         for stored in written:
             user_id = stored.record.id
             etag = etags.get(user_id)

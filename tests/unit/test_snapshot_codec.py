@@ -89,8 +89,9 @@ def test_an_empty_snapshot_is_fine() -> None:
         (lambda b: b[: len(b) // 2], "does not decompress"),
         (lambda b: b"not zlib at all", "does not decompress"),
         (lambda b: zlib.compress(zlib.decompress(b)[:-5]), "truncated"),
-        (lambda b: zlib.compress(zlib.decompress(b) + b"x"), "trailing"),
-        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"format":1', b'"format":9', 1)), "not format 1"),
+        (lambda b: zlib.compress(zlib.decompress(b) + b"x"), "truncated"),
+        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"format":2', b'"format":9', 1)), "not format 2"),
+        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"groups":1', b'"groups":2', 1)), "groups"),
         (lambda b: zlib.compress(zlib.decompress(b).replace(b'"users":20', b'"users":21', 1)), "user count"),
     ],
 )
@@ -100,6 +101,22 @@ def test_a_damaged_blob_is_refused_with_a_reason(damage, reason: str) -> None:  
         encoder.add(u, b"u" * 8, b"r" * 8, steady=True)
     with pytest.raises(SnapshotError, match=reason):
         decode(damage(encoder.blob()))
+
+
+def test_groups_sealed_apart_decode_as_one_snapshot() -> None:
+    users = _stored_users()
+    encoder = Encoder()
+    for u in users[:120]:
+        encoder.add(u, b"u" * 8, b"r" * 8, steady=True)
+    encoder.seal()
+    encoder.seal()  # nothing added since: no empty group
+    for u in users[120:]:  # later users may add columns and profiles the sealed group never saw
+        encoder.add(u, b"v" * 8, b"s" * 8, steady=False)
+    raw = zlib.decompress(blob := encoder.blob())
+    assert b'"groups":2' in raw
+    snapshot = decode(blob)
+    assert [snapshot.stored(u.record.id) for u in users] == users
+    assert snapshot.entries[users[0].record.id].steady and not snapshot.entries[users[-1].record.id].steady
 
 
 def test_a_user_id_with_a_line_break_is_refused() -> None:
