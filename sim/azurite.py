@@ -22,8 +22,8 @@ AZURITE_TABLE_MAIN = ROOT / "node_modules" / "azurite" / "dist" / "src" / "table
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-# Node preloads this module into Azurite's process: two speed-ups for LokiJS's cost curves (point
-# lookups that scan a partition, replaces that walk the whole table). Emulator speed only: what
+# Node preloads this module into Azurite's process: speed-ups for LokiJS's cost curves (point
+# lookups that scan a partition, writes that shift whole-table indices). Emulator speed only: what
 # Azurite accepts, rejects or returns is unchanged. The module says how.
 SPEEDUPS = Path(__file__).resolve().parent / "azurite_speedups.mjs"
 
@@ -41,9 +41,9 @@ class AzuriteError(RuntimeError):
 class Azurite:
     """``with Azurite() as azurite: azurite.connection_string``"""
 
-    def __init__(self, *, startup_timeout: float = 20.0, replace_in_place: bool = True) -> None:
+    def __init__(self, *, startup_timeout: float = 20.0, speedups: bool = True) -> None:
         self.port = 0
-        self._replace = "in_place" if replace_in_place else "remove"  # see azurite_speedups.mjs
+        self._speedups = "on" if speedups else "off"  # off: Azurite as shipped (azurite_speedups.mjs)
         self._process: subprocess.Popen[bytes] | None = None
         self._startup_timeout = startup_timeout
 
@@ -84,7 +84,7 @@ class Azurite:
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1", "SIM_AZURITE_REPLACE": self._replace},
+                env={**os.environ, "AZURITE_DISABLE_TELEMETRY": "1", "SIM_AZURITE_SPEEDUPS": self._speedups},
             )
             if self._wait_ready():
                 return self

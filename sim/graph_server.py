@@ -264,6 +264,7 @@ class GraphSimulator:
         self._faults: list[FaultRule] = []
         self._tokens: dict[str, tuple[str, float]] = {}
         self._cache: dict[tuple[str, tuple[str, ...] | None, str], Any] = {}
+        self._ids: dict[str, tuple[Any, dict[Any, list[dict[str, Any]]]]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -485,12 +486,30 @@ class GraphSimulator:
         parts += [b',"value":[', b",".join(e for e in encoded[offset:end] if e is not None), b"]}"]
         return _Response(200, b"".join(parts))
 
+    def _by_id(self, spec: CollectionSpec) -> dict[Any, list[dict[str, Any]]]:
+        """A collection's objects by id (a list: a malformed tenant may repeat one), rebuilt when
+        the tenant changes as the listing cache is: per-object calls of a 100,000-user tenant
+        must not scan it each time."""
+        objects = self.tenant.collections.get(spec.name, [])
+        stamp = (self.tenant.revision, id(objects), len(objects))
+        with self._lock:
+            entry = self._ids.get(spec.name)
+            if entry is not None and entry[0] == stamp:
+                return entry[1]
+        by_id: dict[Any, list[dict[str, Any]]] = {}
+        for obj in objects:
+            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                by_id.setdefault(obj["id"], []).append(obj)
+        with self._lock:
+            self._ids[spec.name] = (stamp, by_id)
+        return by_id
+
     def _get_one(self, spec: CollectionSpec, object_id: str, query: dict[str, str]) -> _Response:
         select = _parse_select(query, spec)
         fields = select if select is not None else spec.default_properties
         if fields and "signInActivity" in fields:
             scope_server.check_sign_in_activity(self)
-        for obj in self.tenant.collections.get(spec.name, []):
+        for obj in self._by_id(spec).get(object_id, ()):
             if isinstance(obj, dict) and obj.get("id") == object_id:
                 view = dict(obj) if fields is None else {f: obj.get(f) for f in fields}
                 if "signInActivity" in view:
