@@ -381,6 +381,7 @@ class GraphSimulator:
         for i, obj in enumerate(objects):
             if encoded[i] is None:
                 encoded[i] = _encode(obj, fields)
+        self._by_id(spec)  # and the index of single-object GETs (a user's signInActivity)
         return len(objects)
 
     def queries(self, path: str) -> list[dict[str, str]]:
@@ -492,17 +493,16 @@ class GraphSimulator:
         must not scan it each time."""
         objects = self.tenant.collections.get(spec.name, [])
         stamp = (self.tenant.revision, id(objects), len(objects))
-        with self._lock:
+        with self._lock:  # built once, not by every request thread that finds it missing
             entry = self._ids.get(spec.name)
             if entry is not None and entry[0] == stamp:
                 return entry[1]
-        by_id: dict[Any, list[dict[str, Any]]] = {}
-        for obj in objects:
-            if isinstance(obj, dict) and isinstance(obj.get("id"), str):
-                by_id.setdefault(obj["id"], []).append(obj)
-        with self._lock:
+            by_id: dict[Any, list[dict[str, Any]]] = {}
+            for obj in objects:
+                if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                    by_id.setdefault(obj["id"], []).append(obj)
             self._ids[spec.name] = (stamp, by_id)
-        return by_id
+            return by_id
 
     def _get_one(self, spec: CollectionSpec, object_id: str, query: dict[str, str]) -> _Response:
         select = _parse_select(query, spec)
