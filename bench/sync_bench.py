@@ -64,6 +64,8 @@ async def _child_sync(night: str) -> dict[str, Any]:
         "table_reads": run.io.table_reads,
         "table_writes": run.io.table_writes,
         "table_batches": run.io.table_batches,
+        "users_carried": run.io.users_carried,
+        "users_recomputed": run.io.users_recomputed,
         "run_id": run.run_id,
         "night": run.night,
     }
@@ -249,6 +251,8 @@ def main() -> int:
         ("table entities read", "table_reads", "{:,}"),
         ("table entities written", "table_writes", "{:,}"),
         ("table transactions", "table_batches", "{:,}"),
+        ("users carried (snapshot)", "users_carried", "{:,}"),
+        ("users recomputed", "users_recomputed", "{:,}"),
     ):
         print(f"{label:<28}{fmt.format(first[key]):>14}{fmt.format(second[key]):>14}")
     rates = [run["users"] / run["seconds"] for run in (first, second)]
