@@ -4,7 +4,7 @@ The state rows (``MfaUsers`` ``s|<id>``) stay the source of truth. After each co
 sync also writes, into partition ``snapshot`` of ``MfaUsers``, one compressed blob holding per
 user: the fingerprints and profile of ``shared.domain.steady``, whether the user is steady or
 deleted, and the state row itself (its properties, compactly, with its ETag). The next night loads
-that blob (about 10 rows for 100,000 users) instead of the state rows, skips the steady users
+that blob (about 17 rows for 100,000 users) instead of the state rows, skips the steady users
 whose Graph objects did not change, and takes everyone else's remembered state from the blob.
 
 Trust, and when it is withdrawn (docs/table-schema.md has the table view):

@@ -6,8 +6,10 @@
          the in-scope users' authentication methods are read one by one instead)
       -> stream /users page by page: normalise, join, assess scope, reconcile with the
          remembered user (the few users a per-user lookup must settle wait for it)
-      -> only if the pull completed: deletions, then commit (state+events per user, atomically)
-      -> night index -> coverage row -> run row -> release the lease
+      -> only if the pull completed: deletions, then commit (state+events per user, atomically,
+         three transactions on the wire at once) and the night index as they commit, while a
+         worker thread compresses the users the commit does not write into the next snapshot
+      -> the next snapshot -> coverage row -> run row -> release the lease
 
 Nothing is written for users before the whole pull has succeeded, so a pull that fails part way
 (an error, a 5xx storm, the time budget running out, a scope signal that could not be read)
