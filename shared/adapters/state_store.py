@@ -174,19 +174,11 @@ class StateStore:
         sent: set[asyncio.Task[Committed]] = set()
         failure: BaseException | None = None
         try:
-            for operations, timeline_rows, state_at in batches:
-                sent.add(asyncio.create_task(self._commit(operations, timeline_rows, state_at)))
-                if len(sent) < IN_FLIGHT:
-                    continue
-                done, sent = await asyncio.wait(sent, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is not None:
-                        failure = failure or task.exception()
-                    else:
-                        yield task.result()
-                if failure is not None:
+            while True:
+                while failure is None and len(sent) < IN_FLIGHT and (batch := next(batches, None)) is not None:
+                    sent.add(asyncio.create_task(self._commit(*batch)))
+                if not sent:
                     break
-            while sent:
                 done, sent = await asyncio.wait(sent, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
