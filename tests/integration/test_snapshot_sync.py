@@ -26,6 +26,7 @@ from shared.domain.runs import RunStatus, SyncRun
 from shared.domain.scope_rules import ScopePolicy
 from shared.jobs.scope_signals import ScopeSources, SignalOptions
 from shared.jobs.sync import SyncOptions, run_sync
+from shared.jobs.sync_memory import NextSnapshot
 from sim.graph_server import GraphSimulator
 from sim.scope_data import add_scope_data
 from sim.tenant import evolve, generate_tenant
@@ -288,3 +289,34 @@ async def test_a_snapshot_that_cannot_give_a_users_state_fails_the_run_once_then
     assert again.status is RunStatus.COMPLETED, again.error
     assert again.io.remembered_from == "state_rows" and again.io.table_reads >= first.figures.users  # type: ignore[union-attr]
     assert sum(again.figures.changes.values()) == 0  # type: ignore[union-attr]
+
+
+async def test_a_snapshot_that_cannot_be_sealed_costs_speed_not_correctness(
+    world: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker thread that compresses the snapshot during the commit fails: the night still
+    completes, the head stays invalid, and the next night reads the state rows and is whole."""
+    store, sources, tenant = world
+    graph = sources.graph
+    await run_sync(graph, store, clock=lambda: NIGHT_1, scope=sources)
+    evolve(tenant, seed=21, churn=0.05)
+
+    def broken(self: NextSnapshot) -> None:
+        raise MemoryError("no room to compress")
+
+    working = NextSnapshot.seal_unwritten
+    monkeypatch.setattr(NextSnapshot, "seal_unwritten", broken)
+    with caplog.at_level(logging.WARNING):
+        night = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1), scope=sources)
+    assert night.status is RunStatus.COMPLETED, night.error
+    assert sum(night.figures.changes.values()) > 0  # type: ignore[union-attr]
+    assert "could not save the snapshot" in caplog.text and "no room to compress" in caplog.text
+    assert (await _head(store))["Valid"] is False
+
+    monkeypatch.setattr(NextSnapshot, "seal_unwritten", working)
+    store.counters.__init__()  # type: ignore[misc]
+    after = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=2), scope=sources)
+    assert after.status is RunStatus.COMPLETED, after.error
+    assert after.io.remembered_from == "state_rows"
+    assert not any(after.figures.changes.values())  # type: ignore[union-attr]  # the night before was recorded whole
+    assert (await _head(store))["Valid"] is True
