@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -157,7 +157,7 @@ class StateStore:
 
     async def commit_updates(
         self, updates: Sequence[UserUpdate], run: SyncRun, seen_at: str
-    ) -> AsyncIterator[Committed]:
+    ) -> AsyncGenerator[Committed, None]:
         """Write each user's state and events atomically, batch by batch, yielding what each
         committed batch wrote (the caller indexes it, even if a later batch fails).
 

@@ -20,6 +20,7 @@ Without scope sources (``scope=None``) the stored scope facts are carried unchan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -226,21 +227,23 @@ async def _commit(
     even when this raises, whether the index is complete."""
     unindexed: list[dict[str, Any]] = []
     every_commit_seen = True
+    commits = store.commit_updates(updates, run, run.started.isoformat())
     try:
-        async for committed in store.commit_updates(updates, run, run.started.isoformat()):
-            try:
-                unindexed.extend(committed.timeline_rows)
-                into.etags.update(committed.etags)
-                if len(unindexed) >= MAX_BATCH:
-                    full = len(unindexed) - len(unindexed) % MAX_BATCH
-                    await store.write_night_index(unindexed[:full])
-                    del unindexed[:full]
-                await leases.keep()
-            except BaseException:
-                # Transactions already on the wire may still commit, unseen: the run row keeps
-                # IndexPending and the next run rebuilds the index from the timeline.
-                every_commit_seen = False
-                raise
+        async with contextlib.aclosing(commits):  # on any error, what is on the wire lands first
+            async for committed in commits:
+                try:
+                    unindexed.extend(committed.timeline_rows)
+                    into.etags.update(committed.etags)
+                    if len(unindexed) >= MAX_BATCH:
+                        full = len(unindexed) - len(unindexed) % MAX_BATCH
+                        await store.write_night_index(unindexed[:full])
+                        del unindexed[:full]
+                    await leases.keep()
+                except BaseException:
+                    # Transactions already on the wire may still commit, unseen: the run row
+                    # keeps IndexPending and the next run rebuilds the index from the timeline.
+                    every_commit_seen = False
+                    raise
     finally:
         await store.write_night_index(unindexed)
         into.indexed_all = every_commit_seen
