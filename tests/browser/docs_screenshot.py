@@ -27,6 +27,7 @@ from sim.graph_server import GraphSimulator
 from sim.scope_data import add_scope_data
 from sim.tenant import evolve, generate_tenant
 from tests.browser.chromium import screenshot
+from tests.integration.graph_fixtures import point_identity_at
 from tests.integration.nudge_fixtures import FakeClock
 
 SENDER = "DoNotReply@contoso-demo.example"
@@ -44,8 +45,7 @@ def build(nights: int, users: int, seed: int, html: Path) -> None:
         AcsEmailSimulator(identity=sim, sender_address=SENDER, clock=clock.timestamp) as acs,
         pytest.MonkeyPatch.context() as mp,
     ):
-        mp.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        mp.setenv("IDENTITY_HEADER", sim.identity_header)
+        point_identity_at(sim, mp)
         env = {
             "AUTH_MODE": "managed_identity",
             "TABLES_CONNECTION_STRING": azurite.connection_string,

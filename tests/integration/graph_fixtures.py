@@ -43,13 +43,19 @@ def graph_sim(small_tenant: Tenant) -> Iterator[GraphSimulator]:
         yield sim
 
 
+def point_identity_at(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point App Service managed identity at the simulator's token endpoint, with no other
+    identity flavour left in the environment (call before any credential exists)."""
+    for name in _OTHER_IDENTITY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+
+
 @pytest.fixture
 def identity_env(graph_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> GraphSimulator:
     """Point App Service managed identity at the simulator (set before any credential exists)."""
-    for name in _OTHER_IDENTITY_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", graph_sim.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", graph_sim.identity_header)
+    point_identity_at(graph_sim, monkeypatch)
     return graph_sim
 
 

@@ -26,6 +26,7 @@ from sim.acs_server import AcsEmailSimulator
 from sim.azurite import Azurite
 from sim.graph_server import GraphSimulator
 from sim.tenant import Tenant, evolve, generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 from tests.integration.nudge_fixtures import FakeClock
 
 NIGHTS = 4
@@ -146,8 +147,7 @@ def build_history(azurite: Azurite, *, users: int = 240, seed: int = 17) -> Iter
         pytest.MonkeyPatch.context() as mp,
     ):
         acs.bad_addresses.add(FORMULA_EMAIL)
-        mp.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        mp.setenv("IDENTITY_HEADER", sim.identity_header)
+        point_identity_at(sim, mp)
         history = History(azurite.connection_string, tenant, sim)
         for i in range(NIGHTS):
             if i:

@@ -31,6 +31,7 @@ from shared.jobs.nudge import NudgeOptions, run_nudge
 from sim.acs_server import AcsEmailSimulator
 from sim.graph_server import GraphSimulator
 from sim.tenant import Tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 SENDER = "DoNotReply@mfa.example"
 WAVE_DATE = date(2026, 7, 1)
@@ -195,8 +196,7 @@ MakeWorld = Callable[..., Awaitable[World]]
 def nudge_graph_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
     """The Graph simulator, whose managed-identity endpoint also issues the ACS tokens."""
     with GraphSimulator(Tenant()) as server:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+        point_identity_at(server, monkeypatch)
         yield server
 
 

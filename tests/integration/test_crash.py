@@ -27,6 +27,7 @@ from shared.jobs.sync import SyncOptions, run_sync
 from sim.azurite import Azurite
 from sim.graph_server import GraphSimulator
 from sim.tenant import generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NIGHT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -35,8 +36,7 @@ NIGHT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 @pytest.fixture
 def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
     with GraphSimulator(generate_tenant(400, seed=21), page_size=50) as server:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+        point_identity_at(server, monkeypatch)
         yield server
 
 

@@ -18,6 +18,7 @@ from sim.graph_server import GraphSimulator, ServerError, Throttle
 from sim.scope_data import HELPDESK_ROLE, HOME_TENANTS, add_scope_data
 from sim.scope_server import ARM_RESOURCE
 from sim.tenant import Tenant, generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +37,7 @@ def world() -> tuple[Tenant, dict[str, Any]]:
 @pytest.fixture
 def scope_sim(world: tuple[Tenant, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
     with GraphSimulator(world[0], page_size=50) as server:
-        for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+        point_identity_at(server, monkeypatch)
         yield server
 
 

@@ -29,6 +29,7 @@ from shared.jobs.sync import SyncOptions, run_sync
 from sim.graph_server import GraphSimulator, ServerError
 from sim.scope_data import add_scope_data
 from sim.tenant import Tenant, evolve, generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +53,7 @@ def world() -> tuple[Tenant, dict[str, Any]]:
 @pytest.fixture
 def sim(world: tuple[Tenant, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
     with GraphSimulator(world[0], page_size=100) as server:
-        for name in ("IDENTITY_SERVER_THUMBPRINT", "IMDS_ENDPOINT", "MSI_ENDPOINT", "AZURE_CLIENT_ID"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+        point_identity_at(server, monkeypatch)
         yield server
 
 

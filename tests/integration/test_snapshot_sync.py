@@ -30,6 +30,7 @@ from shared.jobs.sync_memory import NextSnapshot
 from sim.graph_server import GraphSimulator
 from sim.scope_data import add_scope_data
 from sim.tenant import evolve, generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +87,7 @@ async def _history(
     nights: list[dict[str, Any]] = []
     now = NIGHT_1 - timedelta(days=1)
     with GraphSimulator(tenant, page_size=60) as sim:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+        point_identity_at(sim, monkeypatch)
         sources = _sources(sim, info["exclusionGroupId"], policy or ScopePolicy())
         graph = sources.graph
         assert isinstance(graph, GraphReader)
@@ -162,8 +162,7 @@ async def world(table_service: TableServiceClient, monkeypatch: pytest.MonkeyPat
     tenant = generate_tenant(120, seed=3)
     info = add_scope_data(tenant, seed=3, now=NIGHT_1)
     with GraphSimulator(tenant, page_size=50) as sim:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
+        point_identity_at(sim, monkeypatch)
         sources = _sources(sim, info["exclusionGroupId"], ScopePolicy())
         yield store, sources, tenant
         await _close(sources)

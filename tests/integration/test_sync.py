@@ -23,6 +23,7 @@ from shared.domain.runs import RunStatus
 from shared.jobs.sync import SyncOptions, run_sync
 from sim.graph_server import GraphSimulator, ServerError, Slow, Throttle
 from sim.tenant import Tenant, evolve, generate_tenant
+from tests.integration.graph_fixtures import point_identity_at
 
 NIGHT_1 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
@@ -48,8 +49,7 @@ def tenant() -> Tenant:
 @pytest.fixture
 def sim(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
     with GraphSimulator(tenant, page_size=40) as server:
-        monkeypatch.setenv("IDENTITY_ENDPOINT", server.identity_endpoint)
-        monkeypatch.setenv("IDENTITY_HEADER", server.identity_header)
+        point_identity_at(server, monkeypatch)
         yield server
 
 
