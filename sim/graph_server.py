@@ -427,12 +427,17 @@ class GraphSimulator:
             return "Lifetime validation failed, the token is expired."
         return None
 
+    def _objects(self, spec: CollectionSpec) -> tuple[list[dict[str, Any]], tuple[int, int, int]]:
+        """A collection's objects, and the stamp the caches keyed on them compare: it changes when
+        the tenant is touched or the list is replaced or resized."""
+        objects = self.tenant.collections.get(spec.name, [])
+        return objects, (self.tenant.revision, id(objects), len(objects))
+
     def _encoded(
         self, spec: CollectionSpec, select: tuple[str, ...] | None, filter_text: str, version: str = "v1.0"
     ) -> tuple[list[dict[str, Any]], list[bytes | None], tuple[str, ...] | None]:
         """(objects after $filter, their per-object JSON cache, projected fields)."""
-        objects = self.tenant.collections.get(spec.name, [])
-        stamp = (self.tenant.revision, id(objects), len(objects))
+        objects, stamp = self._objects(spec)
         key = (spec.name if version == "v1.0" else f"{spec.name}@{version}", select, filter_text)
         with self._lock:
             entry = self._cache.get(key)
@@ -491,8 +496,7 @@ class GraphSimulator:
         """A collection's objects by id (a list: a malformed tenant may repeat one), rebuilt when
         the tenant changes as the listing cache is: per-object calls of a 100,000-user tenant
         must not scan it each time."""
-        objects = self.tenant.collections.get(spec.name, [])
-        stamp = (self.tenant.revision, id(objects), len(objects))
+        objects, stamp = self._objects(spec)
         with self._lock:  # built once, not by every request thread that finds it missing
             entry = self._ids.get(spec.name)
             if entry is not None and entry[0] == stamp:
