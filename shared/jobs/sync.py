@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shared.adapters.graph import GraphLicenceError
 from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
-from shared.adapters.snapshot import STEADY, Head, SnapshotError
+from shared.adapters.snapshot import STEADY, Head, Remembered, SnapshotError
 from shared.adapters.state_store import MAX_BATCH, StateStore
 from shared.domain.census import Census
 from shared.domain.deltas import UserUpdate, deletions, reconcile
@@ -338,6 +338,18 @@ class _Report:
         return RegistrationFacts(r.mfa_registered, r.mfa_capable, r.is_admin, r.methods, r.default_method, stamp)
 
 
+def _identify(obj: object, entries: Mapping[str, Remembered]) -> tuple[str | None, Remembered | None]:
+    """A Graph object's user id (None if it has no valid one) and what the snapshot remembers of
+    them. An id found among the remembered ones exactly as sent is valid as it is: most of a
+    tenant skips ``valid_id``."""
+    raw_id = obj.get("id") if isinstance(obj, dict) else None
+    e = entries.get(raw_id) if type(raw_id) is str else None
+    if e is not None:
+        return raw_id, e
+    user_id = valid_id(raw_id)
+    return user_id, (entries.get(user_id) if user_id is not None else None)
+
+
 async def _registrations(
     graph: DirectorySource, census: Census, leases: _LeaseKeeper, fallback_ok: bool, memory: Memory, fast: bool
 ) -> _Report | None:
@@ -347,13 +359,9 @@ async def _registrations(
     try:
         async for page in graph.registration_details():
             for row in page:
-                raw_id = row.get("id") if isinstance(row, dict) else None
-                e = entries.get(raw_id) if type(raw_id) is str else None
-                user_id = raw_id if e is not None else valid_id(raw_id)  # a remembered id is valid as sent
+                user_id, e = _identify(row, entries)
                 if user_id is not None and user_id not in report.prints:
                     fp = report_fingerprint(row)
-                    if e is None:
-                        e = entries.get(user_id)
                     if e is not None and e.flags == STEADY and e.report_fp == fp:
                         report.prints[user_id] = fp
                         report.stamps[user_id] = row.get(REPORT_STAMP)
@@ -414,23 +422,20 @@ async def _pull(
     deferred: list[_Deferred] = []
     async for page in graph.users():
         for obj in page:
-            raw_id = obj.get("id") if isinstance(obj, dict) else None
-            e = entries.get(raw_id) if type(raw_id) is str else None
-            user_id = raw_id if e is not None else valid_id(raw_id)  # a remembered id is valid as sent
+            user_id, e = _identify(obj, entries)
             user_fp = fingerprint(obj) if user_id is not None else NO_ROW
-            if user_id is not None and user_id not in users.seen:
-                if e is None:
-                    e = entries.get(user_id)
-                if (
-                    e is not None
-                    and e.flags == STEADY
-                    and e.user_fp == user_fp
-                    and e.report_fp == report_prints.get(user_id, NO_ROW)
-                    and (signals is None or signals.for_user(user_id) is NO_EVIDENCE)
-                ):
-                    users.seen.add(user_id)
-                    users.next.carry(user_id, e)
-                    continue
+            if (
+                e is not None
+                and user_id is not None
+                and user_id not in users.seen
+                and e.flags == STEADY
+                and e.user_fp == user_fp
+                and e.report_fp == report_prints.get(user_id, NO_ROW)
+                and (signals is None or signals.for_user(user_id) is NO_EVIDENCE)
+            ):
+                users.seen.add(user_id)
+                users.next.carry(user_id, e)
+                continue
             old = memory.stored(user_id) if user_id is not None else None
             record = record_from_graph(obj, report.facts_for(user_id, old) if user_id else None)
             if isinstance(record, Skipped):
