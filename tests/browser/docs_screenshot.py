@@ -27,8 +27,8 @@ from sim.graph_server import GraphSimulator
 from sim.scope_data import add_scope_data
 from sim.tenant import evolve, generate_tenant
 from tests.browser.chromium import screenshot
-from tests.integration.graph_fixtures import point_identity_at
 from tests.integration.nudge_fixtures import FakeClock
+from tests.integration.sim_identity import point_identity_at
 
 SENDER = "DoNotReply@contoso-demo.example"
 

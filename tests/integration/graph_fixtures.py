@@ -15,20 +15,7 @@ from shared.adapters.credentials import build_credential
 from shared.adapters.graph import GraphReader
 from sim.graph_server import GraphSimulator
 from sim.tenant import Tenant, generate_tenant
-
-# Other managed-identity flavours azure-identity would pick before App Service, and the ones
-# DefaultAzureCredential may try: none of them may leak in from the environment.
-_OTHER_IDENTITY_ENV = (
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_CLIENT_ID",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_SECRET",
-)
+from tests.integration.sim_identity import point_identity_at
 
 
 @pytest.fixture
@@ -41,15 +28,6 @@ def small_tenant() -> Tenant:
 def graph_sim(small_tenant: Tenant) -> Iterator[GraphSimulator]:
     with GraphSimulator(small_tenant, page_size=7) as sim:
         yield sim
-
-
-def point_identity_at(sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point App Service managed identity at the simulator's token endpoint, with no other
-    identity flavour left in the environment (call before any credential exists)."""
-    for name in _OTHER_IDENTITY_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", sim.identity_endpoint)
-    monkeypatch.setenv("IDENTITY_HEADER", sim.identity_header)
 
 
 @pytest.fixture

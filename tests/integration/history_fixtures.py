@@ -26,8 +26,8 @@ from sim.acs_server import AcsEmailSimulator
 from sim.azurite import Azurite
 from sim.graph_server import GraphSimulator
 from sim.tenant import Tenant, evolve, generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
 from tests.integration.nudge_fixtures import FakeClock
+from tests.integration.sim_identity import point_identity_at
 
 NIGHTS = 4
 NUDGED_NIGHTS = (2, 3)  # the nudge job runs an hour after these nights' syncs

@@ -31,7 +31,7 @@ from shared.jobs.nudge import NudgeOptions, run_nudge
 from sim.acs_server import AcsEmailSimulator
 from sim.graph_server import GraphSimulator
 from sim.tenant import Tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 SENDER = "DoNotReply@mfa.example"
 WAVE_DATE = date(2026, 7, 1)

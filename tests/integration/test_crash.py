@@ -27,7 +27,7 @@ from shared.jobs.sync import SyncOptions, run_sync
 from sim.azurite import Azurite
 from sim.graph_server import GraphSimulator
 from sim.tenant import generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NIGHT = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)

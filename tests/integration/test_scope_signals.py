@@ -18,7 +18,7 @@ from sim.graph_server import GraphSimulator, ServerError, Throttle
 from sim.scope_data import HELPDESK_ROLE, HOME_TENANTS, add_scope_data
 from sim.scope_server import ARM_RESOURCE
 from sim.tenant import Tenant, generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from shared.jobs.sync import SyncOptions, run_sync
 from sim.graph_server import GraphSimulator, ServerError
 from sim.scope_data import add_scope_data
 from sim.tenant import Tenant, evolve, generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 pytestmark = pytest.mark.integration
 

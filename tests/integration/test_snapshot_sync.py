@@ -30,7 +30,7 @@ from shared.jobs.sync_memory import NextSnapshot
 from sim.graph_server import GraphSimulator
 from sim.scope_data import add_scope_data
 from sim.tenant import evolve, generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from shared.domain.runs import RunStatus
 from shared.jobs.sync import SyncOptions, run_sync
 from sim.graph_server import GraphSimulator, ServerError, Slow, Throttle
 from sim.tenant import Tenant, evolve, generate_tenant
-from tests.integration.graph_fixtures import point_identity_at
+from tests.integration.sim_identity import point_identity_at
 
 NIGHT_1 = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
 
