@@ -455,8 +455,9 @@ class GraphSimulator:
             fields = tuple(sorted(spec.properties - spec.beta_only))
         encoded: list[bytes | None] = [None] * len(chosen)
         with self._lock:
-            if any(k[0] == spec.name and v[0] != stamp for k, v in self._cache.items()):
-                self._cache = {k: v for k, v in self._cache.items() if v[0] == stamp}
+            # Drop this collection's listings of an older tenant; other collections' stay warm
+            # (their stamps differ from this one's: they are not stale).
+            self._cache = {k: v for k, v in self._cache.items() if _collection(k[0]) != spec.name or v[0] == stamp}
             self._cache[key] = (stamp, chosen, encoded, fields)
         return chosen, encoded, fields
 
@@ -719,6 +720,11 @@ def _decode_skiptoken(token: str | None, spec: CollectionSpec) -> int:
         return int(data["o"])
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise _BadQuery("Request_BadRequest", "Invalid paging token.") from None
+
+
+def _collection(cache_name: str) -> str:
+    """The collection a listing cache key names (``signIns@beta`` is ``signIns``)."""
+    return cache_name.partition("@")[0]
 
 
 def _page_number(spec_path: str, query: dict[str, str], page_size: int) -> int | None:

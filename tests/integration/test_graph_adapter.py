@@ -404,3 +404,20 @@ def test_simulator_serves_changes_after_the_tenant_changes(graph_sim: GraphSimul
     assert len(after) == len(before) - 1
     assert after[0]["displayName"] == "Renamed <i>User</i>"
     assert json.loads(json.dumps(after[0]))["displayName"] == "Renamed <i>User</i>"
+
+
+def test_listing_other_collections_keeps_a_warmed_listing_warm(graph_sim: GraphSimulator) -> None:
+    """A timed run reads the groups, roles and sign-in logs before the directory: listing them
+    again under a new tenant revision must drop only their own stale pages, not the directory's
+    that ``warm`` has just serialised."""
+    auth = {"Authorization": f"Bearer {graph_sim.issue_token()}"}
+    groups = f"{graph_sim.base_url}/groups?$select=id,displayName"
+    assert httpx.get(groups, headers=auth).status_code == 200  # last night's listing
+    graph_sim.tenant.touch()  # the tenant changed overnight: every listing above is stale
+    assert graph_sim.warm("users", USER_FIELDS) == 60
+    assert graph_sim.warm("userRegistrationDetails", REGISTRATION_FIELDS) > 0
+    assert httpx.get(groups, headers=auth).status_code == 200  # tonight's run starts
+    names = sorted(key[0] for key in graph_sim._cache)
+    assert names == ["groups", "userRegistrationDetails", "users"]
+    unserialised = [sum(e is None for e in entry[2]) for key, entry in graph_sim._cache.items() if key[0] != "groups"]
+    assert unserialised == [0, 0]
