@@ -38,7 +38,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -138,6 +138,7 @@ class Snapshot:
     columns: list[str]
     entries: dict[str, Remembered]
     states: bytes
+    steady: dict[str, Remembered] = field(default_factory=dict)  # the entries flagged exactly STEADY
 
     def state_bytes(self, user_id: str) -> bytes | None:
         found = self.entries.get(user_id)
@@ -284,6 +285,7 @@ def decode(blob: bytes) -> Snapshot:
     if len(groups) % 3 or len(groups) // 3 != header.get("groups"):
         raise SnapshotError("the snapshot's groups do not match its header")
     entries: dict[str, Remembered] = {}
+    steady: dict[str, Remembered] = {}
     states: list[bytes] = []
     users = at = 0
     for g in range(0, len(groups), 3):
@@ -293,7 +295,9 @@ def decode(blob: bytes) -> Snapshot:
         for user_id, (ufp, rfp, profile, flags, length) in zip(ids, _RECORD.iter_unpack(groups[g + 1]), strict=True):
             if profile >= len(profiles) and not flags & DELETED:
                 raise SnapshotError("a remembered user names a profile the snapshot does not hold")
-            entries[user_id] = Remembered(ufp, rfp, profile, flags, at, length)
+            entries[user_id] = e = Remembered(ufp, rfp, profile, flags, at, length)
+            if flags == STEADY:
+                steady[user_id] = e
             at += length
         users += len(ids)
         states.append(groups[g + 2])
@@ -303,7 +307,7 @@ def decode(blob: bytes) -> Snapshot:
         raise SnapshotError("the snapshot's user count does not match its sections")
     if len(entries) != users:
         raise SnapshotError("the snapshot lists a user twice")
-    return Snapshot(profiles, columns, entries, b"".join(states))
+    return Snapshot(profiles, columns, entries, b"".join(states), steady)
 
 
 def _sections(raw: bytes) -> Iterator[bytes]:

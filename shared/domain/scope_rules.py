@@ -158,6 +158,13 @@ class ScopeSignals:
             return NO_EVIDENCE
         return Evidence(tally, roles, rbac, member)
 
+    def evidence_ids(self) -> set[str]:
+        """The users ``for_user`` finds evidence for (everyone else gets ``NO_EVIDENCE``)."""
+        ids = {k for k, v in self.sign_ins.items() if v is not None} | self.exclusion_group
+        ids.update(k for k, v in self.roles.items() if v)
+        ids.update(k for k, v in self.rbac.items() if v)
+        return ids
+
     def candidate_ids(self) -> set[str]:
         """Users some signal names (everyone else can only be in scope as a guest or by isAdmin)."""
         return set(self.sign_ins) | set(self.roles) | set(self.rbac)

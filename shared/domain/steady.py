@@ -28,9 +28,13 @@ collision. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import marshal
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from hashlib import blake2b
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 from shared.domain.deltas import reconcile
@@ -53,6 +57,16 @@ def fingerprint(value: Any) -> bytes:
         return blake2b(marshal.dumps(value, 2), digest_size=FINGERPRINT_SIZE).digest()
     except ValueError:
         return NEVER
+
+
+_HASH = partial(blake2b, digest_size=FINGERPRINT_SIZE)
+_DIGEST = methodcaller("digest")
+
+
+def fingerprints(values: Sequence[Any]) -> list[bytes]:
+    """``fingerprint`` of each value, in one pass that calls no Python code per value (a page
+    of 999 objects at a time); ValueError where ``fingerprint`` would answer ``NEVER``."""
+    return list(map(_DIGEST, map(_HASH, map(marshal.dumps, values, repeat(2, len(values))))))
 
 
 def report_fingerprint(row: dict[str, Any]) -> bytes:

@@ -60,6 +60,7 @@ from shared.domain.scope_rules import NO_EVIDENCE, Lookup, LookupResults, Person
 from shared.domain.steady import NO_ROW, REPORT_STAMP, ScopeRules, fingerprint, is_steady, report_fingerprint
 from shared.jobs.scope_signals import GatherFigures, ScopeSources, bounded, ever_signed_in, gather_signals, tenant_id_of
 from shared.jobs.sync_memory import Fingerprints, Memory, NextSnapshot, context, load_memory
+from shared.jobs.unchanged import unchanged_report_rows, unchanged_users
 
 log = logging.getLogger(__name__)
 
@@ -356,9 +357,16 @@ async def _registrations(
     """The report; None when the tenant's licence forbids it and the per-user fallback may stand in."""
     report = _Report()
     entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
+    steady = memory.snapshot.steady if fast and memory.snapshot is not None else {}
     try:
         async for page in graph.registration_details():
-            for row in page:
+            rows: list[Any] = page
+            if steady:  # most rows are steady users' rows as remembered: decided a page at a time
+                unchanged = unchanged_report_rows(page, steady, report.prints)
+                report.prints.update(zip(unchanged.ids, unchanged.prints, strict=True))
+                report.stamps.update(zip(unchanged.ids, unchanged.stamps, strict=True))
+                rows = unchanged.rest
+            for row in rows:
                 user_id, e = _identify(row, entries)
                 if user_id is not None and user_id not in report.prints:
                     fp = report_fingerprint(row)
@@ -417,11 +425,19 @@ async def _pull(
         log.info("the snapshot was computed under other code or settings: recomputing every user tonight")
         users.next.changed = True  # remember tonight under tonight's code and settings, changes or not
     entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
+    steady = memory.snapshot.steady if fast and memory.snapshot is not None else {}
+    evidence = signals.evidence_ids() if signals is not None else set()
     report_prints = report.prints
 
     deferred: list[_Deferred] = []
     async for page in graph.users():
-        for obj in page:
+        objects: list[Any] = page
+        if steady:  # the unchanged steady users of the page at once; the rest one by one below
+            carried = unchanged_users(page, steady, report_prints, evidence, users.seen)
+            users.seen.update(carried.ids)
+            users.next.carry_all(carried.ids, carried.entries)
+            objects = carried.rest
+        for obj in objects:
             user_id, e = _identify(obj, entries)
             user_fp = fingerprint(obj) if user_id is not None else NO_ROW
             if (

@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from shared.adapters.snapshot import (
     STEADY,
@@ -34,6 +35,7 @@ from shared.domain.scope_rules import GuestTrust, ScopePolicy
 from shared.domain.steady import NO_ROW
 
 log = logging.getLogger(__name__)
+_PROFILE = attrgetter("profile")
 
 
 def context(policy: ScopePolicy | None, trust: GuestTrust | None, fallback: bool) -> str:
@@ -134,6 +136,11 @@ class NextSnapshot:
         """A steady user with the same objects: counted from the profile, remembered as is."""
         self.carried_ids.append(user_id)
         self.fast_profiles[entry.profile] += 1
+
+    def carry_all(self, user_ids: list[str], entries: list[Remembered]) -> None:
+        """``carry`` for many users at once (``shared.jobs.unchanged`` finds them a page at a time)."""
+        self.carried_ids.extend(user_ids)
+        self.fast_profiles.update(map(_PROFILE, entries))
 
     def count_carried(self, census: Census) -> None:
         snapshot = self.memory.snapshot

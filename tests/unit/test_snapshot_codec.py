@@ -57,6 +57,11 @@ def test_every_user_comes_back_exactly() -> None:
         if not u.deleted:
             assert snapshot.profiles[entry.profile] == profile_of(u.record)
     assert snapshot.stored("not-a-user") is None
+    # the index of steady users (what tonight may carry) leaves out the deleted ones
+    assert users[0].deleted and snapshot.entries[users[0].record.id].flags == STEADY | DELETED
+    expected = {k: e for k, e in snapshot.entries.items() if e.steady and not e.deleted}
+    assert snapshot.steady == expected
+    assert len(expected) == sum(1 for i, u in enumerate(users) if i % 3 == 0 and not u.deleted)
 
 
 def test_carried_users_keep_their_bytes_and_new_columns_extend_old_states() -> None:
