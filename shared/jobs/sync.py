@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -141,6 +142,7 @@ async def run_sync(
             log.warning("repaired the night index of unfinished run %s (%d rows)", pending["RowKey"], repaired)
 
         memory = await load_memory(store)
+        gc.freeze()  # see _thaw: the remembered users live all run, the cyclic GC need not walk them
         try:
             async with asyncio.timeout(options.time_budget_seconds):
                 pull = await _pull(graph, memory, run.started.isoformat(), leases, scope, run.started)
@@ -204,6 +206,7 @@ async def run_sync(
             await store.save_coverage(run)
         await store.save_run(run, index_pending=index_pending)
     finally:
+        _thaw()
         await store.release_lease(leases.lease)
     _log_run(run)
     return run
@@ -211,6 +214,15 @@ async def run_sync(
 
 class _PullFailed(Exception):
     pass
+
+
+def _thaw() -> None:
+    """Undo the run's ``gc.freeze``. A run holds its remembered users (100,000 entries and their
+    dicts) from the load to the end; frozen, the cyclic GC's full collections, which each page of
+    Graph objects triggers, skip them instead of walking them again and again (~0.3 s a night at
+    100,000 users). Freezing only moves objects between the GC's lists: nothing is kept alive by
+    it, and unfreezing hands them back to the oldest generation."""
+    gc.unfreeze()
 
 
 @dataclass

@@ -7,6 +7,7 @@ tables say against what the tenant truly did.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -176,6 +177,7 @@ async def test_a_pull_that_fails_part_way_writes_nothing_and_the_next_run_recove
     failed = await sync(graph, store, clock)
     assert failed.status is RunStatus.FAILED and not failed.pull_complete
     assert "503" in (failed.error or "")
+    assert gc.get_freeze_count() == 0  # the run froze its remembered users and thawed them, failing or not
     after = [dict(e) async for e in store.users.list_entities()]
     assert after == before  # no partial state, no `deleted` events
     assert await night_kinds(store, failed.night) == {}
@@ -185,6 +187,7 @@ async def test_a_pull_that_fails_part_way_writes_nothing_and_the_next_run_recove
     sim.clear_faults()
     recovered = await sync(graph, store, clock)
     assert recovered.status is RunStatus.COMPLETED
+    assert gc.get_freeze_count() == 0
     kinds = await night_kinds(store, recovered.night)
     assert kinds.get("deleted", set()) == set(did["deleted"])
 
@@ -298,6 +301,7 @@ async def test_a_writer_that_sneaks_in_is_detected_not_overwritten(
     # what did commit is indexed; the next run finishes the job
     recovered = await sync(graph, store, clock)
     assert recovered.status is RunStatus.COMPLETED
+    assert gc.get_freeze_count() == 0
     row = await store.users.get_entity(schema.shard_of(victim), schema.state_key(victim))
     assert row["DisplayName"] == "renamed tonight"
 
