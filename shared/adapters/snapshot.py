@@ -31,6 +31,8 @@ let the sync compress everyone it did not write while its transactions are on th
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -39,6 +41,8 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, compress, repeat
+from operator import attrgetter, eq
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,6 +69,7 @@ _LENGTH = struct.Struct("<Q")
 # rebuild a StoredUser): what remains decodes with table_schema.stored_user_from_entity.
 _LEFT_OUT = frozenset({"PartitionKey", "RowKey", "UserId", "UpnLower", "LastChanged", "LastRunId"})
 _ETAG = "odata.etag"
+_FLAGS = attrgetter("flags")
 
 # The modules whose code decides a record, its profile and the snapshot's format: when any of
 # them changes (an upgrade), remembered fingerprints and steadiness mean nothing.
@@ -264,6 +269,22 @@ class Encoder:
 
 
 def decode(blob: bytes) -> Snapshot:
+    with _gc_paused():  # 100,000 entries built at once, none in a cycle: the cyclic GC has nothing to find
+        return _decode(blob)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(blob: bytes) -> Snapshot:
     try:
         raw = zlib.decompress(blob)
     except zlib.error as exc:
@@ -285,20 +306,14 @@ def decode(blob: bytes) -> Snapshot:
     if len(groups) % 3 or len(groups) // 3 != header.get("groups"):
         raise SnapshotError("the snapshot's groups do not match its header")
     entries: dict[str, Remembered] = {}
-    steady: dict[str, Remembered] = {}
     states: list[bytes] = []
     users = at = 0
     for g in range(0, len(groups), 3):
         ids = groups[g].decode().split("\n")
         if len(groups[g + 1]) != _RECORD.size * len(ids):
             raise SnapshotError("the snapshot's user count does not match its sections")
-        for user_id, (ufp, rfp, profile, flags, length) in zip(ids, _RECORD.iter_unpack(groups[g + 1]), strict=True):
-            if profile >= len(profiles) and not flags & DELETED:
-                raise SnapshotError("a remembered user names a profile the snapshot does not hold")
-            entries[user_id] = e = Remembered(ufp, rfp, profile, flags, at, length)
-            if flags == STEADY:
-                steady[user_id] = e
-            at += length
+        remembered, at = _group_entries(groups[g + 1], at, len(profiles))
+        entries.update(zip(ids, remembered, strict=True))
         users += len(ids)
         states.append(groups[g + 2])
         if at != sum(len(s) for s in states):
@@ -307,7 +322,25 @@ def decode(blob: bytes) -> Snapshot:
         raise SnapshotError("the snapshot's user count does not match its sections")
     if len(entries) != users:
         raise SnapshotError("the snapshot lists a user twice")
+    steady = dict(compress(entries.items(), map(eq, map(_FLAGS, entries.values()), repeat(STEADY))))
     return Snapshot(profiles, columns, entries, b"".join(states), steady)
+
+
+def _group_entries(records: bytes, at: int, profiles: int) -> tuple[list[Remembered], int]:
+    """One group's entries, their states starting at ``at``, and where its states end. Built in
+    passes that call no Python code per user: 100,000 users load in a few hundredths of a second."""
+    fields = list(zip(*_RECORD.iter_unpack(records), strict=True))
+    if not fields:
+        return [], at
+    user_fps, report_fps, profile_ids, flags, lengths = fields
+    offsets = list(accumulate(lengths, initial=at))
+    end = offsets.pop()
+    if max(profile_ids) >= profiles and any(
+        p >= profiles and not f & DELETED for p, f in zip(profile_ids, flags, strict=True)
+    ):
+        raise SnapshotError("a remembered user names a profile the snapshot does not hold")
+    rows = zip(user_fps, report_fps, profile_ids, flags, offsets, lengths, strict=True)
+    return list(map(tuple.__new__, repeat(Remembered), rows)), end
 
 
 def _sections(raw: bytes) -> Iterator[bytes]:
