@@ -41,8 +41,8 @@ import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, compress, repeat
-from operator import attrgetter, eq
+from itertools import accumulate, compress, repeat, starmap
+from operator import add, attrgetter, eq, itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -233,6 +233,19 @@ class Encoder:
         flags = (STEADY if steady else 0) | (DELETED if stored.deleted else 0)
         profile = 0 if stored.deleted else self.profile(profile_of(stored.record))
         self.add_raw(stored.record.id, user_fp, report_fp, profile, flags, self.state(stored))
+
+    def add_group(self, ids: Sequence[str], records: bytes, states: bytes) -> None:
+        """Compress a whole group of remembered users at once (``remembered_group`` makes its
+        records and states). Like ``seal``, it may run in a worker thread as long as nothing else
+        touches the encoder meanwhile."""
+        if not ids:
+            return
+        self._section("\n".join(ids).encode())
+        self._section(records)
+        self._compressed.append(self._compressor.compress(_LENGTH.pack(len(states))))
+        self._compressed.append(self._compressor.compress(states))
+        self._users += len(ids)
+        self._groups += 1
 
     def seal(self) -> None:
         """Compress the users added since the last seal as one group (nothing if there are none)."""
@@ -474,6 +487,20 @@ class SnapshotStore:
 
 def _digest(blob: bytes) -> str:
     return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+_PACKED = itemgetter(0, 1, 2, 3, 5)  # a Remembered as its record packs it: all but the offset
+_OFFSET = attrgetter("offset")
+_END = attrgetter("offset", "length")
+
+
+def remembered_group(snapshot: Snapshot, entries: Sequence[Remembered]) -> tuple[bytes, bytes]:
+    """The records and the states of remembered users, as a group holds them (for
+    ``Encoder.add_group``), in passes that call no Python code per user."""
+    records = b"".join(starmap(_RECORD.pack, map(_PACKED, entries)))
+    starts = map(_OFFSET, entries)
+    ends = starmap(add, map(_END, entries))
+    return records, b"".join(map(snapshot.states.__getitem__, map(slice, starts, ends)))
 
 
 def carried(snapshot: Snapshot, encoder: Encoder, user_ids: Iterable[str]) -> None:

@@ -161,8 +161,8 @@ async def run_sync(
         run = replace(run, pull_complete=True, signals=pull.signals)
         memory_figures = {
             "remembered_from": "snapshot" if memory.snapshot is not None else "state_rows",
-            "users_carried": len(pull.next.carried_ids),
-            "users_recomputed": len(pull.seen) - len(pull.next.carried_ids),
+            "users_carried": pull.next.carried_users,
+            "users_recomputed": len(pull.seen) - pull.next.carried_users,
         }
 
         unseen = list(memory.unseen(pull.seen))
@@ -503,8 +503,8 @@ async def _pull(
     users.next.count_carried(census)
     log.info(
         "users: %d carried unchanged from the snapshot, %d recomputed (%d of them waiting for lookups)",
-        len(users.next.carried_ids),
-        len(users.seen) - len(users.next.carried_ids),
+        users.next.carried_users,
+        len(users.seen) - users.next.carried_users,
         len(deferred),
     )
 

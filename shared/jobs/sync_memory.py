@@ -27,6 +27,7 @@ from shared.adapters.snapshot import (
     SnapshotError,
     carried,
     context_key,
+    remembered_group,
 )
 from shared.adapters.state_store import StateStore
 from shared.domain.census import Census
@@ -122,7 +123,9 @@ class NextSnapshot:
 
     memory: Memory
     encoder: Encoder = field(init=False)
-    carried_ids: list[str] = field(default_factory=list)
+    carried_ids: list[str] = field(default_factory=list)  # carried one by one
+    carried_pages: list[tuple[list[str], list[Remembered]]] = field(default_factory=list)  # a page's at once
+    carried_users: int = 0
     fast_profiles: Counter[int] = field(default_factory=Counter)
     pending: dict[str, tuple[Fingerprints, bool]] = field(default_factory=dict)
     changed: bool = False  # anything remembered differs from last night
@@ -134,12 +137,14 @@ class NextSnapshot:
 
     def carry(self, user_id: str, entry: Remembered) -> None:
         """A steady user with the same objects: counted from the profile, remembered as is."""
+        self.carried_users += 1
         self.carried_ids.append(user_id)
         self.fast_profiles[entry.profile] += 1
 
     def carry_all(self, user_ids: list[str], entries: list[Remembered]) -> None:
         """``carry`` for many users at once (``shared.jobs.unchanged`` finds them a page at a time)."""
-        self.carried_ids.extend(user_ids)
+        self.carried_users += len(user_ids)
+        self.carried_pages.append((user_ids, entries))
         self.fast_profiles.update(map(_PROFILE, entries))
 
     def count_carried(self, census: Census) -> None:
@@ -179,8 +184,11 @@ class NextSnapshot:
     def seal_unwritten(self) -> None:
         """Copy in the carried users and compress everyone so far: all but the users the commit
         writes. Runs in a worker thread during the commit, which touches nothing of this."""
-        if self.memory.snapshot is not None:
-            carried(self.memory.snapshot, self.encoder, self.carried_ids)
+        snapshot = self.memory.snapshot
+        if snapshot is not None:
+            for user_ids, entries in self.carried_pages:  # each page's carried users as one group
+                self.encoder.add_group(user_ids, *remembered_group(snapshot, entries))
+            carried(snapshot, self.encoder, self.carried_ids)
         self.encoder.seal()
 
     def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:
