@@ -25,8 +25,9 @@ bytes. Users come in groups of three sections: their ids joined by newlines, one
 record per user (``<8s8sHBI``: user and report fingerprints, profile index, flags, state length),
 and their states, each a JSON array of the state row's values in the header's column order. The
 last section is a JSON header (format, user count, group count, profiles, state columns). Groups
-let the sync compress everyone it did not write while its transactions are on the wire
-(``Encoder.seal``), and add the written users, whose new ETags come back with the commit, after.
+let the sync compress everyone it did not write while its transactions are on the wire (each
+page's carried users as one group, ``Encoder.add_group``, then the recomputed ones,
+``Encoder.seal``), and add the written users, whose new ETags come back with the commit, after.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
       -> gather the scope signals (sign-ins, roles, RBAC, exclusion group, cross-tenant policy)
       -> pull the registration report (compact, keyed by user id; on Entra ID Free, nothing:
          the in-scope users' authentication methods are read one by one instead)
-      -> stream /users page by page: normalise, join, assess scope, reconcile with the
+      -> stream /users page by page: the page's unchanged steady users at once (counted from
+         the snapshot), then everyone else: normalise, join, assess scope, reconcile with the
          remembered user (the few users a per-user lookup must settle wait for it)
       -> only if the pull completed: deletions, then commit (state+events per user, atomically,
          three transactions on the wire at once) and the night index as they commit, while a
