@@ -136,6 +136,7 @@ async def run_sync(
     leases = _LeaseKeeper(store, lease, options.lease_seconds, clock)
     index_pending = False
     memory_figures: dict[str, Any] = {}
+    frozen = False
     try:
         await store.save_run(run, index_pending=True)
         for pending in await store.runs_with_pending_index(exclude_run_id=run.run_id):
@@ -143,7 +144,7 @@ async def run_sync(
             log.warning("repaired the night index of unfinished run %s (%d rows)", pending["RowKey"], repaired)
 
         memory = await load_memory(store)
-        gc.freeze()  # see _thaw: the remembered users live all run, the cyclic GC need not walk them
+        frozen = _freeze()
         try:
             async with asyncio.timeout(options.time_budget_seconds):
                 pull = await _pull(graph, memory, run.started.isoformat(), leases, scope, run.started)
@@ -207,7 +208,8 @@ async def run_sync(
             await store.save_coverage(run)
         await store.save_run(run, index_pending=index_pending)
     finally:
-        _thaw()
+        if frozen:
+            gc.unfreeze()
         await store.release_lease(leases.lease)
     _log_run(run)
     return run
@@ -217,13 +219,19 @@ class _PullFailed(Exception):
     pass
 
 
-def _thaw() -> None:
-    """Undo the run's ``gc.freeze``. A run holds its remembered users (100,000 entries and their
-    dicts) from the load to the end; frozen, the cyclic GC's full collections, which each page of
-    Graph objects triggers, skip them instead of walking them again and again (~0.3 s a night at
-    100,000 users). Freezing only moves objects between the GC's lists: nothing is kept alive by
-    it, and unfreezing hands them back to the oldest generation."""
-    gc.unfreeze()
+def _freeze() -> bool:
+    """``gc.freeze`` what exists now, unless something else in the process froze objects (the
+    run's end would thaw theirs too); True when the run must ``gc.unfreeze`` at its end.
+
+    A run holds its remembered users (100,000 entries and their dicts) from the load to the end;
+    frozen, the cyclic GC's full collections, which each page of Graph objects triggers, skip them
+    instead of walking them again and again (~0.3 s a night at 100,000 users). Freezing only moves
+    objects between the GC's lists: nothing is kept alive by it, and unfreezing hands them back to
+    the oldest generation."""
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
 
 
 @dataclass

@@ -178,6 +178,12 @@ async def test_a_pull_that_fails_part_way_writes_nothing_and_the_next_run_recove
     assert failed.status is RunStatus.FAILED and not failed.pull_complete
     assert "503" in (failed.error or "")
     assert gc.get_freeze_count() == 0  # the run froze its remembered users and thawed them, failing or not
+    gc.freeze()  # something else in the process froze its objects: the run leaves them frozen
+    try:
+        assert (await sync(graph, store, clock)).status is RunStatus.FAILED
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
     after = [dict(e) async for e in store.users.list_entities()]
     assert after == before  # no partial state, no `deleted` events
     assert await night_kinds(store, failed.night) == {}
