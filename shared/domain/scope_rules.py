@@ -160,10 +160,8 @@ class ScopeSignals:
 
     def evidence_ids(self) -> set[str]:
         """The users ``for_user`` finds evidence for (everyone else gets ``NO_EVIDENCE``)."""
-        ids = {k for k, v in self.sign_ins.items() if v is not None} | self.exclusion_group
-        ids.update(k for k, v in self.roles.items() if v)
-        ids.update(k for k, v in self.rbac.items() if v)
-        return ids
+        named = self.candidate_ids() | self.exclusion_group  # no one else can have any
+        return {user_id for user_id in named if self.for_user(user_id) is not NO_EVIDENCE}
 
     def candidate_ids(self) -> set[str]:
         """Users some signal names (everyone else can only be in scope as a guest or by isAdmin)."""

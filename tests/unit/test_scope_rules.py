@@ -20,6 +20,7 @@ from shared.domain.scope import (
 from shared.domain.scope_rules import (
     ALL_FILTERS,
     MAX_REASONS,
+    NO_EVIDENCE,
     Evidence,
     Filter,
     GuestTrust,
@@ -345,6 +346,10 @@ def test_signals_give_each_user_their_evidence() -> None:
     assert signals.for_user("c").in_exclusion_group
     assert signals.for_user("d") == Evidence()
     assert signals.candidate_ids() == {"a", "b"}
+    assert signals.evidence_ids() == {"a", "b", "c"}
+    # a signal that names a user with nothing in it is no evidence
+    empty = ScopeSignals(roles={"e": ()}, rbac={"f": ()}, exclusion_group=frozenset({"c"}))
+    assert empty.for_user("e") is NO_EVIDENCE and empty.evidence_ids() == {"c"}
 
 
 def test_last_seen_refresh_is_due_only_past_a_week() -> None:
