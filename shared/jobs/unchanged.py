@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from itertools import compress, repeat
-from operator import and_, attrgetter, eq, itemgetter
+from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, NamedTuple
 
 from shared.adapters.snapshot import Remembered
@@ -66,17 +66,14 @@ def unchanged_report_rows(page: list[Any], steady: Mapping[str, Remembered], tak
     stamps = list(map(dict.pop, page, repeat(REPORT_STAMP), repeat(_ABSENT)))
     try:
         prints = fingerprints(page)
+        same = list(map(eq, map(_REPORT_FP, map(steady.get, ids, repeat(_UNKNOWN))), prints))
     except ValueError:
-        prints = []
-    same = list(map(eq, map(_REPORT_FP, map(steady.get, ids, repeat(_UNKNOWN))), prints)) if prints else []
+        prints, same = [], [False] * len(page)
     rest = []
-    for row, stamp, matched in zip(page, stamps, same or repeat(False, len(page)), strict=True):
-        if not matched:
-            if stamp is not _ABSENT:
-                row[REPORT_STAMP] = stamp
-            rest.append(row)
-    if not same:
-        return ReportRows([], [], [], rest)
+    for row, stamp in compress(zip(page, stamps, strict=True), map(not_, same)):
+        if stamp is not _ABSENT:  # the stamp goes back: the row is left as it was sent
+            row[REPORT_STAMP] = stamp
+        rest.append(row)
     kept = [None if stamp is _ABSENT else stamp for stamp in compress(stamps, same)]
     return ReportRows(list(compress(ids, same)), list(compress(prints, same)), kept, rest)
 
