@@ -125,7 +125,6 @@ class NextSnapshot:
     encoder: Encoder = field(init=False)
     carried_ids: list[str] = field(default_factory=list)  # carried one by one
     carried_pages: list[tuple[list[str], list[Remembered]]] = field(default_factory=list)  # a page's at once
-    carried_users: int = 0
     fast_profiles: Counter[int] = field(default_factory=Counter)
     pending: dict[str, tuple[Fingerprints, bool]] = field(default_factory=dict)
     changed: bool = False  # anything remembered differs from last night
@@ -137,15 +136,17 @@ class NextSnapshot:
 
     def carry(self, user_id: str, entry: Remembered) -> None:
         """A steady user with the same objects: counted from the profile, remembered as is."""
-        self.carried_users += 1
         self.carried_ids.append(user_id)
         self.fast_profiles[entry.profile] += 1
 
     def carry_all(self, user_ids: list[str], entries: list[Remembered]) -> None:
         """``carry`` for many users at once (``shared.jobs.unchanged`` finds them a page at a time)."""
-        self.carried_users += len(user_ids)
         self.carried_pages.append((user_ids, entries))
         self.fast_profiles.update(map(_PROFILE, entries))
+
+    @property
+    def carried_users(self) -> int:
+        return len(self.carried_ids) + sum(len(user_ids) for user_ids, _ in self.carried_pages)
 
     def count_carried(self, census: Census) -> None:
         snapshot = self.memory.snapshot
