@@ -35,7 +35,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -52,6 +52,7 @@ from msgraph_core import AzureIdentityAuthenticationProvider, BaseGraphRequestAd
 from msgraph_core.middleware import GraphTelemetryHandler
 
 from shared.domain.management_apps import ManagementApp
+from shared.domain.steady import REPORT, USERS, PagePrints
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,21 @@ def _odata_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Fingerprinter(Protocol):
+    """Fingerprints pages' bytes elsewhere (``shared.adapters.fingerprint_worker``)."""
+
+    def submit(self, raw: bytes, kind: str) -> asyncio.Task[PagePrints | None]: ...
+
+
+class Page(list[dict[str, Any]]):
+    """A page of wire objects, and the worker's task fingerprinting the same bytes (its answer:
+    the objects' ids and fingerprints, or None)."""
+
+    def __init__(self, objects: list[dict[str, Any]], prints: asyncio.Task[PagePrints | None] | None):
+        super().__init__(objects)
+        self.prints = prints
+
+
 class JsonApiReader:
     """The msgraph HTTP stack (auth, retry, counting) for one JSON API: raw pages and objects.
 
@@ -338,23 +354,34 @@ class JsonApiReader:
         top: int | None = None,
         base: str | None = None,
         endpoint: str | None = None,
+        fingerprints: Fingerprinter | None = None,
+        kind: str = "",
     ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Each page's ``value`` list. With ``fingerprints``, each page is a :class:`Page` whose
+        bytes the worker fingerprints (as ``kind``) while this reads the next page."""
         params = [("$select", ",".join(fields))]
         if filter_text:
             params.append(("$filter", filter_text))
         params.append(("$top", str(top or self._page_size)))
-        url: str | None = self._url(path, params, base)
         endpoint = endpoint or path
         number = 0
-        while url is not None:
+        response: httpx.Response | None = await self._fetch(self._url(path, params, base), endpoint)
+        url: str | None
+        while response is not None:
             number += 1
-            response = await self._fetch(url, endpoint)
+            prints = None
+            if fingerprints is not None and 200 <= response.status_code < 300:
+                prints = fingerprints.submit(response.content, kind)
             page, url = self._parse(response, endpoint, number)
             del response
+            # With a worker fingerprinting this page, read the next one meanwhile (its bytes only).
+            response = await self._fetch(url, endpoint) if url is not None and prints is not None else None
             self.stats.pages += 1
             logger.debug("%s %s page %d: %d objects", self.API_NAME, endpoint, number, len(page))
-            yield page
-            del page  # hold at most one page
+            yield Page(page, prints) if fingerprints is not None else page
+            del page, prints  # hold at most one page of objects
+            if url is not None and response is None:
+                response = await self._fetch(url, endpoint)
 
     async def _object(self, url: str, endpoint: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
         """One JSON object (not a collection); None for a 404 when ``missing_ok``."""
@@ -508,14 +535,17 @@ class GraphReader(JsonApiReader):
     """Pages through Graph collections as raw JSON, one page (the ``value`` list) at a time."""
 
     # -- the directory and the registration report --------------------------------------------
-    def users(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """``GET /users`` with :data:`USER_FIELDS`: yields each page's ``value`` list."""
-        return self._pages(USERS_PATH, USER_FIELDS)
+    def users(self, fingerprints: Fingerprinter | None = None) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """``GET /users`` with :data:`USER_FIELDS`: yields each page's ``value`` list
+        (:class:`Page` objects fingerprinted by ``fingerprints``, if given)."""
+        return self._pages(USERS_PATH, USER_FIELDS, fingerprints=fingerprints, kind=USERS)
 
-    def registration_details(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+    def registration_details(
+        self, fingerprints: Fingerprinter | None = None
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """``GET /reports/authenticationMethods/userRegistrationDetails`` (needs P1/P2 and
-        ``AuditLog.Read.All``) with :data:`REGISTRATION_FIELDS`, one page at a time."""
-        return self._pages(REGISTRATION_PATH, REGISTRATION_FIELDS)
+        ``AuditLog.Read.All``) with :data:`REGISTRATION_FIELDS`, one page at a time (as ``users``)."""
+        return self._pages(REGISTRATION_PATH, REGISTRATION_FIELDS, fingerprints=fingerprints, kind=REPORT)
 
     # -- scope signals --------------------------------------------------------------------------
     @property

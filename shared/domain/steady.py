@@ -27,6 +27,7 @@ collision. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import json
 import marshal
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,7 +35,7 @@ from datetime import datetime
 from functools import partial
 from hashlib import blake2b
 from itertools import repeat
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from shared.domain.deltas import reconcile
@@ -82,6 +83,33 @@ def report_fingerprint(row: dict[str, Any]) -> bytes:
 
 
 NO_ROW = fingerprint(None)  # the report does not list the user
+
+USERS, REPORT = "users", "report"  # which fingerprint ``page_fingerprints`` takes of a page's objects
+_ID = itemgetter("id")
+PagePrints = tuple[list[Any], list[bytes]]  # a page's ids, and the fingerprint of each object
+
+
+def page_fingerprints(raw: bytes, kind: str) -> PagePrints | None:
+    """The ids and fingerprints of a Graph page's objects, from the page's bytes as sent: what a
+    fingerprint worker computes beside the sync (``shared.adapters.fingerprint_worker``). ``kind``
+    REPORT takes each row's ``report_fingerprint``, USERS each object's ``fingerprint``.
+
+    None when the page is not a JSON object whose ``value`` is a list of JSON objects that all
+    have an ``id``, or when an object cannot be fingerprinted: the sync then fingerprints what it
+    parsed itself. Equal bytes parse to equal objects, so these are the fingerprints the sync
+    would compute; it still checks the ids against its own before it uses them."""
+    if kind not in (USERS, REPORT):
+        raise ValueError(f"unknown kind of page: {kind!r}")
+    try:
+        value = json.loads(raw)["value"]
+        if type(value) is not list or set(map(type, value)) - {dict}:
+            return None
+        ids = list(map(_ID, value))
+        if kind == REPORT:  # the worker's own copy of the rows: the stamps need not go back
+            list(map(dict.pop, value, repeat(REPORT_STAMP), repeat(None)))
+        return ids, fingerprints(value)
+    except (ValueError, KeyError, TypeError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """The nightly sync: pull the directory and the registration report, record what changed.
 
     lease -> run row -> repair a crashed run's index -> load remembered users
+      -> on a big night with a CPU to spare, start a fingerprint worker (a child process that
+         fingerprints each page's bytes while this process parses them and reads the next page)
       -> gather the scope signals (sign-ins, roles, RBAC, exclusion group, cross-tenant policy)
       -> pull the registration report (compact, keyed by user id; on Entra ID Free, nothing:
          the in-scope users' authentication methods are read one by one instead)
       -> stream /users page by page: the page's unchanged steady users at once (counted from
          the snapshot), then everyone else: normalise, join, assess scope, reconcile with the
          remembered user (the few users a per-user lookup must settle wait for it)
+      -> stop the worker
       -> only if the pull completed: deletions, then commit (state+events per user, atomically,
          three transactions on the wire at once) and the night index as they commit, while a
          worker thread compresses the users the commit does not write into the next snapshot
@@ -30,7 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared.adapters.graph import GraphLicenceError
+from shared.adapters.fingerprint_worker import FingerprintWorker, usable_cpus
+from shared.adapters.graph import Fingerprinter, GraphLicenceError, Page
 from shared.adapters.leases import Lease, LeaseHeldError, renewal_due
 from shared.adapters.snapshot import STEADY, Head, Remembered, SnapshotError
 from shared.adapters.state_store import MAX_BATCH, StateStore
@@ -59,7 +63,15 @@ from shared.domain.runs import (
 )
 from shared.domain.scope import in_scope
 from shared.domain.scope_rules import NO_EVIDENCE, Lookup, LookupResults, PersonFacts, ScopeSignals, assess
-from shared.domain.steady import NO_ROW, REPORT_STAMP, ScopeRules, fingerprint, is_steady, report_fingerprint
+from shared.domain.steady import (
+    NO_ROW,
+    REPORT_STAMP,
+    PagePrints,
+    ScopeRules,
+    fingerprint,
+    is_steady,
+    report_fingerprint,
+)
 from shared.jobs.scope_signals import GatherFigures, ScopeSources, bounded, ever_signed_in, gather_signals, tenant_id_of
 from shared.jobs.sync_memory import Fingerprints, Memory, NextSnapshot, context, load_memory
 from shared.jobs.unchanged import unchanged_report_rows, unchanged_users
@@ -83,15 +95,20 @@ class DirectorySource(Protocol):
     @property
     def stats(self) -> GraphCounters: ...
 
-    def registration_details(self) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def registration_details(
+        self, fingerprints: Fingerprinter | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
 
-    def users(self) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def users(self, fingerprints: Fingerprinter | None = None) -> AsyncIterator[list[dict[str, Any]]]: ...
 
 
 @dataclass(frozen=True)
 class SyncOptions:
     time_budget_seconds: float = 1500.0
     lease_seconds: float = 600.0
+    # A fingerprint worker (a second process, on a second CPU) once the snapshot remembers this
+    # many steady users; None: never. Below it, starting the process costs more than it saves.
+    fingerprint_worker_from: int | None = 20_000
 
 
 def utc_now() -> datetime:
@@ -145,9 +162,10 @@ async def run_sync(
 
         memory = await load_memory(store)
         frozen = _freeze()
+        worker = await _start_worker(memory, options)
         try:
             async with asyncio.timeout(options.time_budget_seconds):
-                pull = await _pull(graph, memory, run.started.isoformat(), leases, scope, run.started)
+                pull = await _pull(graph, memory, run.started.isoformat(), leases, scope, run.started, worker)
         except TimeoutError:
             raise _PullFailed(
                 f"the pull did not finish within the time budget of {options.time_budget_seconds:g} s"
@@ -160,6 +178,10 @@ async def run_sync(
             raise _PullFailed(f"the snapshot could not be used ({exc}); the next run reads the state rows") from exc
         except Exception as exc:
             raise _PullFailed(f"the pull failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if worker is not None:
+                await worker.aclose()
+                log.info("the fingerprint worker fingerprinted %d pages", worker.pages)
         run = replace(run, pull_complete=True, signals=pull.signals)
         memory_figures = {
             "remembered_from": "snapshot" if memory.snapshot is not None else "state_rows",
@@ -217,6 +239,21 @@ async def run_sync(
 
 class _PullFailed(Exception):
     pass
+
+
+async def _start_worker(memory: Memory, options: SyncOptions) -> FingerprintWorker | None:
+    """A fingerprint worker for a big night on a machine with a CPU to spare (None otherwise)."""
+    threshold = options.fingerprint_worker_from
+    steady = len(memory.snapshot.steady) if memory.snapshot is not None else 0
+    if threshold is None or not steady or steady < threshold or usable_cpus() < 2:
+        return None
+    return await FingerprintWorker.start()
+
+
+async def _prints(page: list[dict[str, Any]]) -> PagePrints | None:
+    """The fingerprint worker's answer for ``page`` (None without one)."""
+    task = page.prints if isinstance(page, Page) else None
+    return await task if task is not None else None
 
 
 def _freeze() -> bool:
@@ -373,17 +410,23 @@ def _identify(obj: object, entries: Mapping[str, Remembered]) -> tuple[str | Non
 
 
 async def _registrations(
-    graph: DirectorySource, census: Census, leases: _LeaseKeeper, fallback_ok: bool, memory: Memory, fast: bool
+    graph: DirectorySource,
+    census: Census,
+    leases: _LeaseKeeper,
+    fallback_ok: bool,
+    memory: Memory,
+    fast: bool,
+    worker: Fingerprinter | None = None,
 ) -> _Report | None:
     """The report; None when the tenant's licence forbids it and the per-user fallback may stand in."""
     report = _Report()
     entries = memory.snapshot.entries if fast and memory.snapshot is not None else {}
     steady = memory.snapshot.steady if fast and memory.snapshot is not None else {}
     try:
-        async for page in graph.registration_details():
+        async for page in graph.registration_details(fingerprints=worker if steady else None):
             rows: list[Any] = page
             if steady:  # most rows are steady users' rows as remembered: decided a page at a time
-                unchanged = unchanged_report_rows(page, steady, report.prints)
+                unchanged = unchanged_report_rows(page, steady, report.prints, await _prints(page))
                 report.prints.update(zip(unchanged.ids, unchanged.prints, strict=True))
                 report.stamps.update(zip(unchanged.ids, unchanged.stamps, strict=True))
                 rows = unchanged.rest
@@ -419,6 +462,7 @@ async def _pull(
     leases: _LeaseKeeper,
     scope: ScopeSources | None = None,
     now: datetime | None = None,
+    worker: Fingerprinter | None = None,
 ) -> _Pull:
     now = now or utc_now()
     signals: ScopeSignals | None = None
@@ -435,6 +479,7 @@ async def _pull(
         fallback_ok=scope is not None and scope.options.registration_fallback,
         memory=memory,
         fast=memory.fast(context(policy, trust, fallback=False)),
+        worker=worker,
     )
     fallback = report is None
     report = report or _Report()
@@ -451,10 +496,10 @@ async def _pull(
     report_prints = report.prints
 
     deferred: list[_Deferred] = []
-    async for page in graph.users():
+    async for page in graph.users(fingerprints=worker if steady else None):
         objects: list[Any] = page
         if steady:  # the unchanged steady users of the page at once; the rest one by one below
-            carried = unchanged_users(page, steady, report_prints, evidence, users.seen)
+            carried = unchanged_users(page, steady, report_prints, evidence, users.seen, await _prints(page))
             users.seen.update(carried.ids)
             users.next.carry_all(carried.ids, carried.entries)
             objects = carried.rest

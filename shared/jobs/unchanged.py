@@ -6,6 +6,10 @@ passes (ids, fingerprints, the remembered fingerprints, comparisons) that call n
 object. What these functions pick out is exactly what the sync's object-by-object test would
 carry; everything else is handed back for that test and the whole pipeline.
 
+The fingerprints are the costly pass. On a big night a fingerprint worker computes them from
+the page's bytes in another process (``shared.adapters.fingerprint_worker``); its answer
+(``given``) stands in for this process's own only when its ids are exactly the page's ids.
+
 A page that breaks a pass's assumptions (an object that is not a JSON object or has no ``id``, an
 id that is not hashable, an id twice, an id seen on an earlier page, an object too deeply nested
 to fingerprint) is handed back whole: odd data costs speed, never correctness.
@@ -19,7 +23,7 @@ from operator import and_, attrgetter, eq, itemgetter, not_
 from typing import Any, NamedTuple
 
 from shared.adapters.snapshot import Remembered
-from shared.domain.steady import NO_ROW, REPORT_STAMP, fingerprints
+from shared.domain.steady import NO_ROW, REPORT_STAMP, PagePrints, fingerprints
 
 _ID = itemgetter("id")
 _USER_FP = attrgetter("user_fp")
@@ -57,15 +61,23 @@ def _ids(page: list[Any], taken: Set[str] | Mapping[str, Any]) -> list[Any] | No
     return ids
 
 
-def unchanged_report_rows(page: list[Any], steady: Mapping[str, Remembered], taken: Mapping[str, Any]) -> ReportRows:
+def _given(ids: list[Any], given: PagePrints | None) -> list[bytes] | None:
+    """A fingerprint worker's prints for the page, if its ids are the page's ids."""
+    return given[1] if given is not None and given[0] == ids else None
+
+
+def unchanged_report_rows(
+    page: list[Any], steady: Mapping[str, Remembered], taken: Mapping[str, Any], given: PagePrints | None = None
+) -> ReportRows:
     """The report rows of steady users that are as remembered (``steady.report_fingerprint``
-    equal); ``taken``: the ids of the rows already read."""
+    equal); ``taken``: the ids of the rows already read; ``given``: the page's ids and report
+    fingerprints from a fingerprint worker (used only if its ids are the page's)."""
     ids = _ids(page, taken) if page else None
     if ids is None:
         return ReportRows([], [], [], page)
     stamps = list(map(dict.pop, page, repeat(REPORT_STAMP), repeat(_ABSENT)))
     try:
-        prints = fingerprints(page)
+        prints = _given(ids, given) or fingerprints(page)
         same = list(map(eq, map(_REPORT_FP, map(steady.get, ids, repeat(_UNKNOWN))), prints))
     except ValueError:
         prints, same = [], [False] * len(page)
@@ -84,14 +96,16 @@ def unchanged_users(
     report_prints: Mapping[str, bytes],
     evidence: Set[str],
     seen: Set[str],
+    given: PagePrints | None = None,
 ) -> Carried:
     """The steady users whose ``/users`` object and report row (``report_prints``; none: ``NO_ROW``)
-    are as remembered and who have no scope evidence tonight (``evidence``: their ids)."""
+    are as remembered and who have no scope evidence tonight (``evidence``: their ids); ``given``
+    as for ``unchanged_report_rows``."""
     ids = _ids(page, seen) if page else None
     if ids is None:
         return Carried([], [], page)
     try:
-        prints = fingerprints(page)
+        prints = _given(ids, given) or fingerprints(page)
     except ValueError:
         return Carried([], [], page)
     remembered = list(map(steady.get, ids, repeat(_UNKNOWN)))

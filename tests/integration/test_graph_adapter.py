@@ -13,6 +13,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.adapters.credentials import build_credential
+from shared.adapters.fingerprint_worker import FingerprintWorker
 from shared.adapters.graph import (
     GRAPH_SCOPE,
     REGISTRATION_FIELDS,
@@ -22,7 +23,9 @@ from shared.adapters.graph import (
     GraphLicenceError,
     GraphPermissionError,
     GraphReader,
+    Page,
 )
+from shared.domain import steady
 from sim.graph_server import (
     GRAPH_RESOURCE,
     Drop,
@@ -170,6 +173,35 @@ async def test_pages_are_fetched_lazily(make_reader: MakeReader, graph_sim: Grap
     await anext(pages)
     assert graph_sim.request_counts[USERS] == 2
     await pages.aclose()
+
+
+async def test_with_a_fingerprint_worker_pages_come_fingerprinted_and_the_next_is_read_meanwhile(
+    make_reader: MakeReader, graph_sim: GraphSimulator
+) -> None:
+    plain_users = await collect(make_reader().users())
+    plain_rows = await collect(make_reader().registration_details())
+    before = dict(graph_sim.request_counts)
+    worker = await FingerprintWorker.start()
+    assert worker is not None
+    try:
+        reader = make_reader()
+        pages = reader.users(fingerprints=worker)
+        first = await anext(pages)
+        assert graph_sim.request_counts[USERS] - before[USERS] == 2  # the second page is read meanwhile
+        users = [first] + [page async for page in pages]
+        rows = await collect(reader.registration_details(fingerprints=worker))
+        for got, plain, kind in ((users, plain_users, steady.USERS), (rows, plain_rows, steady.REPORT)):
+            assert got == plain  # the same objects, page for page
+            for page in got:
+                assert isinstance(page, Page) and page.prints is not None
+                ids = [o["id"] for o in page]
+                expected = [steady.report_fingerprint(dict(o)) for o in page] if kind == steady.REPORT else None
+                assert await page.prints == (ids, expected or steady.fingerprints(page))
+        assert reader.stats.pages == len(users) + len(rows)
+        assert graph_sim.request_counts[USERS] - before[USERS] == len(plain_users)  # nothing read twice
+        assert graph_sim.request_counts[REPORT] - before[REPORT] == len(plain_rows)
+    finally:
+        await worker.aclose()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Simulated tenant with scope signals (real HTTP) -> readers -> Azurite.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,11 +20,13 @@ from azure.data.tables.aio import TableServiceClient
 from shared.adapters import table_wire as wire
 from shared.adapters.arm import ArmReader
 from shared.adapters.credentials import build_credential
+from shared.adapters.fingerprint_worker import FingerprintWorker
 from shared.adapters.graph import GraphReader
 from shared.adapters.snapshot import HEAD_ROW, PARTITION, Encoder
 from shared.adapters.state_store import StateStore
 from shared.domain.runs import RunStatus, SyncRun
 from shared.domain.scope_rules import ScopePolicy
+from shared.jobs import sync as sync_job
 from shared.jobs.scope_signals import ScopeSources, SignalOptions
 from shared.jobs.sync import SyncOptions, run_sync
 from shared.jobs.sync_memory import NextSnapshot
@@ -78,10 +81,16 @@ async def _night_changes(store: StateStore, night: str) -> set[tuple[str, str, i
 
 
 async def _history(
-    service: TableServiceClient, monkeypatch: pytest.MonkeyPatch, *, full: bool, policy: ScopePolicy | None = None
+    service: TableServiceClient,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    full: bool,
+    policy: ScopePolicy | None = None,
+    options: SyncOptions | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the nights of GAPS on a fresh tenant; ``full`` forgets the snapshot before each night."""
     store = await _wipe(service)
+    night_options = options or SyncOptions()
     tenant = generate_tenant(USERS, seed=11)
     info = add_scope_data(tenant, seed=11, now=NIGHT_1)
     nights: list[dict[str, Any]] = []
@@ -99,7 +108,7 @@ async def _history(
                 if full and n:
                     await _forget_snapshot(store)
                 store.counters.__init__()  # type: ignore[misc]
-                run = await run_sync(graph, store, options=SyncOptions(), clock=lambda t=now: t, scope=sources)
+                run = await run_sync(graph, store, options=night_options, clock=lambda t=now: t, scope=sources)
                 assert run.status is RunStatus.COMPLETED, run.error
                 assert run.figures is not None
                 nights.append(
@@ -141,6 +150,40 @@ async def test_fast_nights_answer_exactly_as_full_nights(
         assert b["reads"] >= USERS and b["from"] == "state_rows" and b["carried"] == 0
         assert a["carried"] + a["recomputed"] == b["recomputed"] == a["figures"]["users"]
     assert sum(a["carried"] for a in fast[1:]) > sum(a["recomputed"] for a in fast[1:])  # most were skipped
+
+
+async def test_a_fingerprint_worker_moves_work_to_another_process_and_changes_no_answer(
+    table_service: TableServiceClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sync_job, "usable_cpus", lambda: 2)  # as on any machine with a CPU to spare
+    alone, alone_state = await _history(table_service, monkeypatch, full=False)  # 240 users: no worker
+    with caplog.at_level(logging.INFO, logger=sync_job.__name__):
+        helped, helped_state = await _history(
+            table_service, monkeypatch, full=False, options=SyncOptions(fingerprint_worker_from=0)
+        )
+    assert helped_state == alone_state and helped == alone
+    answered = [int(m[1]) for r in caplog.records if (m := re.search(r"fingerprinted (\d+) pages", r.getMessage()))]
+    assert len(answered) == len(GAPS) and all(n >= 2 * USERS // 60 for n in answered)  # every page, every fast night
+
+    # A worker that dies part way through a night costs nothing but its help.
+    submit = FingerprintWorker.submit
+    sent = 0
+
+    def dies_after_three_pages(self: FingerprintWorker, raw: bytes, kind: str) -> Any:
+        nonlocal sent
+        sent += 1
+        if sent == 3:
+            self._process.kill()
+        return submit(self, raw, kind)
+
+    monkeypatch.setattr(FingerprintWorker, "submit", dies_after_three_pages)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        dying, dying_state = await _history(
+            table_service, monkeypatch, full=False, options=SyncOptions(fingerprint_worker_from=0)
+        )
+    assert dying_state == alone_state and dying == alone
+    assert any("fingerprint worker stopped" in r.getMessage() for r in caplog.records)
 
 
 async def _two_nights(

@@ -289,11 +289,11 @@ async def test_a_writer_that_sneaks_in_is_detected_not_overwritten(
             self.inner = inner
             self.stats = inner.stats
 
-        def registration_details(self):
-            return self.inner.registration_details()
+        def registration_details(self, fingerprints=None):
+            return self.inner.registration_details(fingerprints)
 
-        async def users(self):
-            async for page in self.inner.users():
+        async def users(self, fingerprints=None):
+            async for page in self.inner.users(fingerprints):
                 yield page
             row = dict(await store.users.get_entity(schema.shard_of(victim), schema.state_key(victim)))
             row["DisplayName"] = "written by another run"

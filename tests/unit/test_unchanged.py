@@ -4,12 +4,22 @@ exactly those the object-by-object test carries; odd pages go back whole."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from shared.adapters.snapshot import STEADY, Remembered
-from shared.domain.steady import NO_ROW, REPORT_STAMP, fingerprint, fingerprints, report_fingerprint
+from shared.domain.steady import (
+    NO_ROW,
+    REPORT,
+    REPORT_STAMP,
+    USERS,
+    fingerprint,
+    fingerprints,
+    page_fingerprints,
+    report_fingerprint,
+)
 from shared.jobs.unchanged import unchanged_report_rows, unchanged_users
 
 
@@ -108,3 +118,64 @@ def test_a_report_row_too_deep_to_fingerprint_sends_the_page_back_as_it_was() ->
     rows = unchanged_report_rows(page, steady, taken={})
     assert rows.ids == [] and [r[REPORT_STAMP] for r in rows.rest] == ["2026-11-20T01:02:03Z"] * 2
     assert rows.rest[0] == row(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# A fingerprint worker's answer (``given``): used only when its ids are the page's
+# ------------------------------------------------------------------------------------------------
+def _raw(objects: list[Any]) -> bytes:
+    return json.dumps({"value": objects}).encode()
+
+
+def test_page_fingerprints_are_the_sync_s_own_fingerprints() -> None:
+    users = [user(n) for n in range(5)]
+    rows = [row(n) for n in range(4)] + [row(4, stamp=None)]
+    assert page_fingerprints(_raw(users), USERS) == ([u["id"] for u in users], fingerprints(users))
+    assert page_fingerprints(_raw(rows), REPORT) == (
+        [r["id"] for r in rows],
+        [report_fingerprint(copy.deepcopy(r)) for r in rows],
+    )
+    assert page_fingerprints(_raw([]), USERS) == ([], [])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"[]", b'{"value": 3}', b'{"value": [1]}', b'{"value": [{"no": "id"}]}', b"\xff\xfe\x00"],
+    ids=["not-json", "not-an-object", "value-not-a-list", "item-not-an-object", "no-id", "not-utf"],
+)
+def test_page_fingerprints_of_an_odd_page_are_none(raw: bytes) -> None:
+    assert page_fingerprints(raw, USERS) is None
+
+
+def test_given_prints_stand_in_for_the_page_s_own_when_the_ids_match() -> None:
+    page = [user(n) for n in range(6)]
+    reports = {f"id-{n}": row(n) for n in range(6)}
+    steady = {u["id"]: remember(u, reports[u["id"]]) for u in page}
+    page[1] = user(1, displayName="Renamed")
+    prints = {k: report_fingerprint(v) for k, v in reports.items()}
+    own = unchanged_users(copy.deepcopy(page), steady, prints, evidence=set(), seen=set())
+    given = page_fingerprints(_raw(page), USERS)
+    assert given is not None
+    with_given = unchanged_users(copy.deepcopy(page), steady, prints, set(), set(), given)
+    assert with_given == own and own.ids == ["id-0", "id-2", "id-3", "id-4", "id-5"]
+    # The given prints are what decides: a worker's answer is trusted once its ids match...
+    claims_unchanged = ([u["id"] for u in page], [steady[u["id"]].user_fp for u in page])
+    assert unchanged_users(copy.deepcopy(page), steady, prints, set(), set(), claims_unchanged).ids == [
+        u["id"] for u in page
+    ]
+    # ...and ignored when they do not (another page, another order): the page is fingerprinted here.
+    for other in (claims_unchanged[0][::-1], claims_unchanged[0][:-1]):
+        assert unchanged_users(copy.deepcopy(page), steady, prints, set(), set(), (other, claims_unchanged[1])) == own
+
+
+def test_given_report_prints_stand_in_too_and_the_stamps_go_back() -> None:
+    rows = [row(n) for n in range(4)]
+    steady = {r["id"]: remember(user(n), r) for n, r in enumerate(rows)}
+    rows[2] = row(2, methodsRegistered=["fido2"])
+    given = page_fingerprints(_raw(rows), REPORT)
+    own = unchanged_report_rows(copy.deepcopy(rows), steady, {})
+    with_given = unchanged_report_rows(copy.deepcopy(rows), steady, {}, given)
+    assert with_given == own and own.ids == ["id-0", "id-1", "id-3"]
+    assert with_given.rest == [rows[2]]  # stamp included, as sent
+    wrong = (["id-9", "id-1", "id-2", "id-3"], given[1] if given else [])
+    assert unchanged_report_rows(copy.deepcopy(rows), steady, {}, wrong) == own
