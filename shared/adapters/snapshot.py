@@ -32,6 +32,7 @@ page's carried users as one group, ``Encoder.add_group``, then the recomputed on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hashlib
@@ -41,6 +42,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, attrgetter, eq, itemgetter
@@ -283,8 +285,17 @@ class Encoder:
 
 
 def decode(blob: bytes) -> Snapshot:
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as exc:
+        raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
+    return decode_raw(raw)
+
+
+def decode_raw(raw: bytes | bytearray) -> Snapshot:
+    """A snapshot from its decompressed bytes."""
     with _gc_paused():  # 100,000 entries built at once, none in a cycle: the cyclic GC has nothing to find
-        return _decode(blob)
+        return _decode(raw)
 
 
 @contextlib.contextmanager
@@ -298,16 +309,12 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decode(blob: bytes) -> Snapshot:
-    try:
-        raw = zlib.decompress(blob)
-    except zlib.error as exc:
-        raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
-    sections = list(_sections(raw))
+def _decode(raw: bytes | bytearray) -> Snapshot:
+    sections = list(_sections(memoryview(raw)))  # views: the states are copied once, into the snapshot
     if not sections:
         raise SnapshotError("the snapshot is empty")
     try:
-        header = json.loads(sections[-1])
+        header = json.loads(bytes(sections[-1]))
     except ValueError as exc:
         raise SnapshotError("the snapshot header is not JSON") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -320,10 +327,10 @@ def _decode(blob: bytes) -> Snapshot:
     if len(groups) % 3 or len(groups) // 3 != header.get("groups"):
         raise SnapshotError("the snapshot's groups do not match its header")
     entries: dict[str, Remembered] = {}
-    states: list[bytes] = []
+    states: list[memoryview] = []
     users = at = 0
     for g in range(0, len(groups), 3):
-        ids = groups[g].decode().split("\n")
+        ids = str(groups[g], "utf-8").split("\n")
         if len(groups[g + 1]) != _RECORD.size * len(ids):
             raise SnapshotError("the snapshot's user count does not match its sections")
         remembered, at = _group_entries(groups[g + 1], at, len(profiles))
@@ -340,7 +347,7 @@ def _decode(blob: bytes) -> Snapshot:
     return Snapshot(profiles, columns, entries, b"".join(states), steady)
 
 
-def _group_entries(records: bytes, at: int, profiles: int) -> tuple[list[Remembered], int]:
+def _group_entries(records: memoryview, at: int, profiles: int) -> tuple[list[Remembered], int]:
     """One group's entries, their states starting at ``at``, and where its states end. Built in
     passes that call no Python code per user: 100,000 users load in a few hundredths of a second."""
     fields = list(zip(*_RECORD.iter_unpack(records), strict=True))
@@ -357,7 +364,7 @@ def _group_entries(records: bytes, at: int, profiles: int) -> tuple[list[Remembe
     return list(map(tuple.__new__, repeat(Remembered), rows)), end
 
 
-def _sections(raw: bytes) -> Iterator[bytes]:
+def _sections(raw: memoryview) -> Iterator[memoryview]:
     at = 0
     while at < len(raw):
         if at + _LENGTH.size > len(raw):
@@ -422,26 +429,37 @@ class SnapshotStore:
             raise SnapshotError("the last run that changed users did not finish writing its snapshot")
         if head.context != context:
             raise SnapshotError("the snapshot was computed by other code or other settings")
-        low, high = schema.prefix_range(f"{head.slot}|")
-        parts: list[bytes] = []
-        rows = 0
-        async for page in wire.query_pages(self.users, wire.range_filter(PARTITION, low, high), page_size=10):
-            for entity in page:
-                if rows >= head.rows:
-                    break
-                if entity.get("RowKey") != _row_key(head.slot, rows):
-                    raise SnapshotError(f"snapshot row {rows} is missing")
-                rows += 1
-                for i in range(PARTS_PER_ROW):
-                    part = wire.binary_value(entity, _part_name(i))
-                    if part is None:
-                        break
-                    parts.append(part)
-            self.counters.reads += len(page)
-        blob = b"".join(parts)
-        if rows != head.rows or len(blob) != head.length or _digest(blob) != head.digest:
+        # Every row is asked for at once; each is checked and inflated, in order, by one worker
+        # thread (zlib and BLAKE2b let go of the GIL) while the next rows are still arriving.
+        reads = [
+            asyncio.ensure_future(wire.get_entity(self.users, PARTITION, _row_key(head.slot, n)))
+            for n in range(head.rows)
+        ]
+        inflate = _Inflater()
+        inflating: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-inflate") as thread:
+                try:
+                    for n, read in enumerate(reads):
+                        entity = await read
+                        if entity is None:
+                            raise SnapshotError(f"snapshot row {n} is missing")
+                        self.counters.reads += 1
+                        chunk = b"".join(_parts(entity))
+                        inflating.append(loop.run_in_executor(thread, inflate.feed, chunk))
+                    for fed in inflating:
+                        await fed
+                finally:
+                    for future in inflating:
+                        future.cancel()
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+        if inflate.length != head.length or inflate.digest.hexdigest() != head.digest:
             raise SnapshotError("the snapshot rows do not match their head (partly overwritten?)")
-        return decode(blob)
+        return decode_raw(inflate.finish())
 
     async def invalidate(self, head: Head) -> Head:
         """Mark the snapshot stale before the first state row changes."""
@@ -484,6 +502,49 @@ class SnapshotStore:
         self.counters.batches += 1
         self.counters.writes += 1
         return etags[0] if etags else None
+
+
+def _parts(entity: Mapping[str, Any]) -> Iterator[bytes]:
+    for i in range(PARTS_PER_ROW):
+        part = wire.binary_value(entity, _part_name(i))
+        if part is None:
+            return
+        yield part
+
+
+class _Inflater:
+    """The blob's digest and its decompression, fed row by row in order. A stream that does not
+    decompress is only reported by ``finish``, after the caller compared length and digest with
+    the head: a blob that is not the one the head names says so first."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.blake2b(digest_size=16)
+        self.length = 0
+        self._zlib = zlib.decompressobj()
+        self._raw = bytearray()  # grown in place: no second copy of the decompressed bytes
+        self._error: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.length += len(chunk)
+        if self._error is not None:
+            return
+        try:
+            self._raw += self._zlib.decompress(chunk)
+        except zlib.error as exc:
+            self._error = str(exc)
+
+    def finish(self) -> bytearray:
+        """The decompressed bytes; SnapshotError if the stream was not whole."""
+        if self._error is None:
+            try:
+                self._raw += self._zlib.flush()
+                if self._zlib.eof and not self._zlib.unused_data:
+                    return self._raw
+                self._error = "the stream is cut short or runs on"
+            except zlib.error as exc:
+                self._error = str(exc)
+        raise SnapshotError(f"the snapshot does not decompress: {self._error}")
 
 
 def _digest(blob: bytes) -> str:
