@@ -7,12 +7,17 @@ deleted, and the state row itself (its properties, compactly, with its ETag). Th
 that blob (about 17 rows for 100,000 users) instead of the state rows, skips the steady users
 whose Graph objects did not change, and takes everyone else's remembered state from the blob.
 
+Most nights change few users, so a night writes either a *base* (everyone) or, while at most a
+quarter of the users differ from the base, only an *overlay* on it: the users whose entry is not
+the base's (recomputed tonight, or in last night's overlay), which replace the base's users on
+load. Both are the same blob format; the head names the base's slot and the overlay's.
+
 Trust, and when it is withdrawn (docs/table-schema.md has the table view):
 
-- The ``head`` row says which rows hold the blob (slot 0 or 1, alternating, so a half-written
-  blob never replaces a whole one), its length and BLAKE2b digest, and the *context* it was
-  computed in (``context_key``: the code of the rules, the scope policy, the trust policy, the
-  registration source). A different context, a digest mismatch, a row missing: the sync logs why
+- The ``head`` row says which rows hold the base and the overlay (slot 0 or 1 each, alternating,
+  so a half-written blob never replaces a whole one), their lengths and BLAKE2b digests, and the
+  *context* they were computed in (``context_key``: the code of the rules, the scope policy, the
+  trust policy, the registration source). A different context, a digest mismatch, a row missing: the sync logs why
   and loads the state rows instead, then writes a fresh snapshot.
 - Before the first state row changes, the sync marks the head invalid (``Valid`` false, a write
   conditional on the head's ETag); only after every write succeeded does it write the new blob
@@ -41,9 +46,9 @@ import logging
 import struct
 import sys
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, attrgetter, eq, itemgetter
 from pathlib import Path
@@ -66,6 +71,7 @@ PART_BYTES = 64_000  # a binary property holds at most 64 KiB
 PARTS_PER_ROW = 10  # 640,000 bytes, 853,336 in base64: an entity holds at most 1 MiB (Azurite counts the JSON)
 ROWS_PER_TRANSACTION = 3  # a transaction's body holds at most 4 MiB (base64 makes 4/3)
 STEADY, DELETED = 1, 2  # flags
+NO_OVERLAY = -1
 _RECORD = struct.Struct(f"<{FINGERPRINT_SIZE}s{FINGERPRINT_SIZE}sHBI")
 _LENGTH = struct.Struct("<Q")
 # The state row's properties that the snapshot leaves out (rebuilt from the id, or not needed to
@@ -147,6 +153,11 @@ class Snapshot:
     entries: dict[str, Remembered]
     states: bytes
     steady: dict[str, Remembered] = field(default_factory=dict)  # the entries flagged exactly STEADY
+    base_end: int = -1  # states before this offset are the base's; -1: all of them
+
+    def __post_init__(self) -> None:
+        if self.base_end < 0:
+            self.base_end = len(self.states)
 
     def state_bytes(self, user_id: str) -> bytes | None:
         found = self.entries.get(user_id)
@@ -224,6 +235,11 @@ class Encoder:
             values.pop()
         return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
 
+    @property
+    def pending_users(self) -> int:
+        """Users added since the last seal."""
+        return len(self._ids)
+
     def add_raw(self, user_id: str, user_fp: bytes, report_fp: bytes, profile: int, flags: int, state: bytes) -> None:
         """A user whose state is already encoded (in this encoder's columns)."""
         if "\n" in user_id:
@@ -284,18 +300,21 @@ class Encoder:
         return b"".join(self._compressed)
 
 
-def decode(blob: bytes) -> Snapshot:
+def decode(*blobs: bytes) -> Snapshot:
+    """A snapshot from its blob, or from a base blob and the overlay on it (``decode_raw``)."""
     try:
-        raw = zlib.decompress(blob)
+        raws = [zlib.decompress(blob) for blob in blobs]
     except zlib.error as exc:
         raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
-    return decode_raw(raw)
+    return decode_raw(*raws)
 
 
-def decode_raw(raw: bytes | bytearray) -> Snapshot:
-    """A snapshot from its decompressed bytes."""
+def decode_raw(*raws: bytes | bytearray) -> Snapshot:
+    """A snapshot from its decompressed bytes: a base, then optionally an overlay whose users
+    replace the base's (the users a night recomputed since the base was written). An overlay is
+    encoded with the base's profiles and columns, which it may only extend."""
     with _gc_paused():  # 100,000 entries built at once, none in a cycle: the cyclic GC has nothing to find
-        return _decode(raw)
+        return _decode(raws)
 
 
 @contextlib.contextmanager
@@ -309,8 +328,47 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decode(raw: bytes | bytearray) -> Snapshot:
-    sections = list(_sections(memoryview(raw)))  # views: the states are copied once, into the snapshot
+def _decode(raws: Sequence[bytes | bytearray]) -> Snapshot:
+    entries: dict[str, Remembered] = {}
+    states: list[memoryview] = []  # views: the states are copied once, into the snapshot
+    profiles: list[Profile] = []
+    columns: list[str] = []
+    at = base_end = 0
+    for n, raw in enumerate(raws):
+        blob_entries: dict[str, Remembered] = {}
+        header, groups = _header_and_groups(memoryview(raw))
+        blob_profiles = [Profile.from_json(p) for p in header.get("profiles", [])]
+        blob_columns = header.get("columns")
+        if not isinstance(blob_columns, list) or not all(isinstance(c, str) for c in blob_columns):
+            raise SnapshotError("the snapshot's columns are not a list of names")
+        if blob_profiles[: len(profiles)] != profiles or blob_columns[: len(columns)] != columns:
+            raise SnapshotError("the snapshot's overlay does not extend its base's profiles and columns")
+        profiles, columns = blob_profiles, blob_columns
+        users = 0
+        for g in range(0, len(groups), 3):
+            ids = str(groups[g], "utf-8").split("\n")
+            if len(groups[g + 1]) != _RECORD.size * len(ids):
+                raise SnapshotError("the snapshot's user count does not match its sections")
+            remembered, end = _group_entries(groups[g + 1], at, len(profiles))
+            if end - at != len(groups[g + 2]):
+                raise SnapshotError("the snapshot's states do not add up")
+            blob_entries.update(zip(ids, remembered, strict=True))
+            users += len(ids)
+            states.append(groups[g + 2])
+            at = end
+        if users != header.get("users"):
+            raise SnapshotError("the snapshot's user count does not match its sections")
+        if len(blob_entries) != users:
+            raise SnapshotError("the snapshot lists a user twice")
+        entries.update(blob_entries)  # an overlay's users replace the base's
+        if n == 0:
+            base_end = at
+    steady = dict(compress(entries.items(), map(eq, map(_FLAGS, entries.values()), repeat(STEADY))))
+    return Snapshot(profiles, columns, entries, b"".join(states), steady, base_end)
+
+
+def _header_and_groups(raw: memoryview) -> tuple[dict[str, Any], list[memoryview]]:
+    sections = list(_sections(raw))
     if not sections:
         raise SnapshotError("the snapshot is empty")
     try:
@@ -319,32 +377,10 @@ def _decode(raw: bytes | bytearray) -> Snapshot:
         raise SnapshotError("the snapshot header is not JSON") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SnapshotError(f"the snapshot is not format {FORMAT}")
-    profiles = [Profile.from_json(p) for p in header.get("profiles", [])]
-    columns = header.get("columns")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise SnapshotError("the snapshot's columns are not a list of names")
     groups = sections[:-1]
     if len(groups) % 3 or len(groups) // 3 != header.get("groups"):
         raise SnapshotError("the snapshot's groups do not match its header")
-    entries: dict[str, Remembered] = {}
-    states: list[memoryview] = []
-    users = at = 0
-    for g in range(0, len(groups), 3):
-        ids = str(groups[g], "utf-8").split("\n")
-        if len(groups[g + 1]) != _RECORD.size * len(ids):
-            raise SnapshotError("the snapshot's user count does not match its sections")
-        remembered, at = _group_entries(groups[g + 1], at, len(profiles))
-        entries.update(zip(ids, remembered, strict=True))
-        users += len(ids)
-        states.append(groups[g + 2])
-        if at != sum(len(s) for s in states):
-            raise SnapshotError("the snapshot's states do not add up")
-    if users != header.get("users"):
-        raise SnapshotError("the snapshot's user count does not match its sections")
-    if len(entries) != users:
-        raise SnapshotError("the snapshot lists a user twice")
-    steady = dict(compress(entries.items(), map(eq, map(_FLAGS, entries.values()), repeat(STEADY))))
-    return Snapshot(profiles, columns, entries, b"".join(states), steady)
+    return header, groups
 
 
 def _group_entries(records: memoryview, at: int, profiles: int) -> tuple[list[Remembered], int]:
@@ -385,10 +421,14 @@ class Head:
     etag: str | None  # None: no head row yet
     valid: bool = False
     context: str = ""
-    slot: int = 0
+    slot: int = 0  # the base blob: its slot, rows, length and digest
     rows: int = 0
     length: int = 0
     digest: str = ""
+    overlay: int = NO_OVERLAY  # the overlay blob on the base (its slot; NO_OVERLAY: none), and so on
+    overlay_rows: int = 0
+    overlay_length: int = 0
+    overlay_digest: str = ""
 
 
 def _part_name(i: int) -> str:
@@ -397,6 +437,10 @@ def _part_name(i: int) -> str:
 
 def _row_key(slot: int, n: int) -> str:
     return f"{slot}|{n:05d}"
+
+
+def _overlay_key(slot: int, n: int) -> str:
+    return f"o{slot}|{n:05d}"
 
 
 class SnapshotStore:
@@ -419,32 +463,49 @@ class SnapshotStore:
             rows=int(entity.get("Rows", 0)),
             length=int(entity.get("Bytes", 0)),
             digest=str(entity.get("Digest", "")),
+            overlay=int(entity.get("Overlay", NO_OVERLAY)),
+            overlay_rows=int(entity.get("OverlayRows", 0)),
+            overlay_length=int(entity.get("OverlayBytes", 0)),
+            overlay_digest=str(entity.get("OverlayDigest", "")),
         )
 
     async def load(self, head: Head, context: str) -> Snapshot:
-        """The snapshot ``head`` names; SnapshotError says why it cannot be used."""
+        """The snapshot ``head`` names (its base, and its overlay if it has one); SnapshotError
+        says why it cannot be used."""
         if head.etag is None:
             raise SnapshotError("no snapshot yet")
         if not head.valid:
             raise SnapshotError("the last run that changed users did not finish writing its snapshot")
         if head.context != context:
             raise SnapshotError("the snapshot was computed by other code or other settings")
-        # Every row is asked for at once; each is checked and inflated, in order, by one worker
-        # thread (zlib and BLAKE2b let go of the GIL) while the next rows are still arriving.
-        reads = [
-            asyncio.ensure_future(wire.get_entity(self.users, PARTITION, _row_key(head.slot, n)))
-            for n in range(head.rows)
-        ]
+        base_keys = [_row_key(head.slot, n) for n in range(head.rows)]
+        if head.overlay == NO_OVERLAY:
+            return decode_raw(await self._inflated(base_keys, head.length, head.digest))
+        overlay_keys = [_overlay_key(head.overlay, n) for n in range(head.overlay_rows)]
+        base = asyncio.ensure_future(self._inflated(base_keys, head.length, head.digest))
+        overlay = asyncio.ensure_future(self._inflated(overlay_keys, head.overlay_length, head.overlay_digest))
+        try:  # both read at once; one failing stops the other
+            return decode_raw(await base, await overlay)
+        finally:
+            for read in (base, overlay):
+                read.cancel()
+            await asyncio.gather(base, overlay, return_exceptions=True)
+
+    async def _inflated(self, keys: Sequence[str], length: int, digest: str) -> bytearray:
+        """One blob's rows, decompressed. Every row is asked for at once; each is checked and
+        inflated, in order, by one worker thread (zlib and BLAKE2b let go of the GIL) while the
+        next rows are still arriving."""
+        reads = [asyncio.ensure_future(wire.get_entity(self.users, PARTITION, key)) for key in keys]
         inflate = _Inflater()
         inflating: list[asyncio.Future[None]] = []
         loop = asyncio.get_running_loop()
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-inflate") as thread:
                 try:
-                    for n, read in enumerate(reads):
+                    for key, read in zip(keys, reads, strict=True):
                         entity = await read
                         if entity is None:
-                            raise SnapshotError(f"snapshot row {n} is missing")
+                            raise SnapshotError(f"snapshot row {key} is missing")
                         self.counters.reads += 1
                         chunk = b"".join(_parts(entity))
                         inflating.append(loop.run_in_executor(thread, inflate.feed, chunk))
@@ -457,23 +518,48 @@ class SnapshotStore:
             for read in reads:
                 read.cancel()
             await asyncio.gather(*reads, return_exceptions=True)
-        if inflate.length != head.length or inflate.digest.hexdigest() != head.digest:
+        if inflate.length != length or inflate.digest.hexdigest() != digest:
             raise SnapshotError("the snapshot rows do not match their head (partly overwritten?)")
-        return decode_raw(inflate.finish())
+        return inflate.finish()
 
     async def invalidate(self, head: Head) -> Head:
-        """Mark the snapshot stale before the first state row changes."""
-        entity = {"PartitionKey": PARTITION, "RowKey": HEAD_ROW, "Valid": False, "Slot": head.slot}
-        etag = await self._put_head(entity, head.etag)
-        return Head(etag=etag, valid=False, slot=head.slot)
+        """Mark the snapshot stale before the first state row changes (where its blobs lie stays
+        on the head row: tonight's overlay may still build on the base)."""
+        stale = replace(head, valid=False)
+        etag = await self._put_head(_head_entity(stale, run_id=None), head.etag)
+        return replace(stale, etag=etag)
 
     async def save(self, head: Head, blob: bytes, context: str, run_id: str) -> Head:
-        """Write ``blob`` into the slot ``head`` does not name, then a valid head (conditional)."""
+        """Write ``blob`` as a new base into the slot ``head`` does not name, then a valid head
+        without an overlay (conditional on ``head``'s ETag)."""
         slot = 1 - head.slot if head.etag is not None else 0
+        rows = await self._write(blob, lambda n: _row_key(slot, n))
+        new = Head(head.etag, True, context, slot, rows, len(blob), _digest(blob))
+        return replace(new, etag=await self._put_head(_head_entity(new, run_id), head.etag))
+
+    async def save_overlay(self, head: Head, blob: bytes, context: str, run_id: str) -> Head:
+        """Write ``blob`` as the overlay on ``head``'s base, into the overlay slot ``head`` does not
+        name, then a valid head naming both (conditional on ``head``'s ETag)."""
+        if head.etag is None or not head.rows or head.context != context:
+            raise SnapshotError("an overlay needs the base it was computed on")
+        slot = 1 - head.overlay if head.overlay != NO_OVERLAY else 0
+        rows = await self._write(blob, lambda n: _overlay_key(slot, n))
+        new = replace(
+            head,
+            valid=True,
+            overlay=slot,
+            overlay_rows=rows,
+            overlay_length=len(blob),
+            overlay_digest=_digest(blob),
+        )
+        return replace(new, etag=await self._put_head(_head_entity(new, run_id), head.etag))
+
+    async def _write(self, blob: bytes, key: Callable[[int], str]) -> int:
+        """The blob's rows (upserted, a few to a transaction); how many there are."""
         pieces = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)]
         rows = []
         for n, start in enumerate(range(0, len(pieces), PARTS_PER_ROW)):
-            entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": _row_key(slot, n)}
+            entity: dict[str, Any] = {"PartitionKey": PARTITION, "RowKey": key(n)}
             for i, piece in enumerate(pieces[start : start + PARTS_PER_ROW]):
                 entity[_part_name(i)] = piece
             rows.append(entity)
@@ -482,19 +568,7 @@ class SnapshotStore:
             await wire.submit_batch(self.users, [wire.BatchOp("upsert", r) for r in chunk])
             self.counters.batches += 1
             self.counters.writes += len(chunk)
-        entity = {
-            "PartitionKey": PARTITION,
-            "RowKey": HEAD_ROW,
-            "Valid": True,
-            "Context": context,
-            "Slot": slot,
-            "Rows": len(rows),
-            "Bytes": len(blob),
-            "Digest": _digest(blob),
-            "RunId": run_id,
-        }
-        etag = await self._put_head(entity, head.etag)
-        return Head(etag, True, context, slot, len(rows), len(blob), _digest(blob))
+        return len(rows)
 
     async def _put_head(self, entity: dict[str, Any], etag: str | None) -> str | None:
         op = wire.BatchOp("update", entity, etag) if etag is not None else wire.BatchOp("create", entity)
@@ -502,6 +576,26 @@ class SnapshotStore:
         self.counters.batches += 1
         self.counters.writes += 1
         return etags[0] if etags else None
+
+
+def _head_entity(head: Head, run_id: str | None) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": PARTITION,
+        "RowKey": HEAD_ROW,
+        "Valid": head.valid,
+        "Context": head.context,
+        "Slot": head.slot,
+        "Rows": head.rows,
+        "Bytes": head.length,
+        "Digest": head.digest,
+        "Overlay": head.overlay,
+        "OverlayRows": head.overlay_rows,
+        "OverlayBytes": head.overlay_length,
+        "OverlayDigest": head.overlay_digest,
+    }
+    if run_id is not None:
+        entity["RunId"] = run_id
+    return entity
 
 
 def _parts(entity: Mapping[str, Any]) -> Iterator[bytes]:

@@ -203,6 +203,7 @@ async def run_sync(
 
         head = memory.head
         saving = pull.next.changed or bool(pull.updates)
+        pull.next.plan(same_context=head.context == pull.context)
         # Compress everyone the commit does not write while its transactions are on the wire.
         sealing = asyncio.create_task(asyncio.to_thread(pull.next.seal_unwritten)) if saving else None
         committing = _Committing()
@@ -321,7 +322,9 @@ async def _save_snapshot(
     try:
         sealing.result()  # what could not be sealed cannot be saved
         blob = pull.next.blob((u.stored for u in pull.updates), etags)
-        if blob is not None:
+        if blob is not None and pull.next.overlay:
+            await store.snapshot.save_overlay(head, blob, pull.context, run_id)
+        elif blob is not None:
             await store.snapshot.save(head, blob, pull.context, run_id)
     except Exception as exc:
         log.warning("could not save the snapshot (tomorrow reads every state row): %s: %s", type(exc).__name__, exc)

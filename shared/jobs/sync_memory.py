@@ -6,8 +6,10 @@ snapshot cannot be read; the reason is logged). ``Memory.fast`` says whether the
 fingerprints may be trusted tonight (same code, same policies: ``context``).
 
 ``NextSnapshot`` collects tonight's users as the sync settles them (carried unchanged, recomputed,
-or written), compresses all but the written ones while the commit runs, and after it adds the
-written ones with their new ETags: the blob the store saves.
+or written), decides whether tonight's blob is a new base or an overlay on the snapshot's base
+(``plan``: an overlay while few users differ from the base), compresses all but the written
+ones while the commit runs (for an overlay, only those not in the base as they are), and after
+it adds the written ones with their new ETags: the blob the store saves.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, ge
+from typing import ClassVar
 
 from shared.adapters.snapshot import (
     STEADY,
@@ -37,6 +41,7 @@ from shared.domain.steady import NO_ROW
 
 log = logging.getLogger(__name__)
 _PROFILE = attrgetter("profile")
+_OFFSET = attrgetter("offset")
 
 
 def context(policy: ScopePolicy | None, trust: GuestTrust | None, fallback: bool) -> str:
@@ -124,10 +129,14 @@ class NextSnapshot:
     memory: Memory
     encoder: Encoder = field(init=False)
     carried_ids: list[str] = field(default_factory=list)  # carried one by one
+    unseen_ids: list[str] = field(default_factory=list)  # remembered as they are, absent tonight
     carried_pages: list[tuple[list[str], list[Remembered]]] = field(default_factory=list)  # a page's at once
     fast_profiles: Counter[int] = field(default_factory=Counter)
     pending: dict[str, tuple[Fingerprints, bool]] = field(default_factory=dict)
     changed: bool = False  # anything remembered differs from last night
+    overlay: bool = False  # tonight's blob is an overlay on the snapshot's base (``plan``)
+    # An overlay while it holds at most this share of the users; beyond, a new base is written.
+    OVERLAY_SHARE: ClassVar[float] = 0.25
 
     def __post_init__(self) -> None:
         s = self.memory.snapshot
@@ -176,20 +185,43 @@ class NextSnapshot:
     def keep_unseen(self, user_id: str) -> None:
         """A remembered user already deleted, still absent."""
         if self.memory.snapshot is not None:
-            carried(self.memory.snapshot, self.encoder, [user_id])
+            self.unseen_ids.append(user_id)
             return
         stored = self.memory.stored(user_id)
         if stored is not None:
             self.encoder.add(stored, NO_ROW, NO_ROW, False)
 
+    def plan(self, same_context: bool) -> None:
+        """Decide, once the pull is done, whether tonight's blob is an overlay on the snapshot's
+        base (``same_context``: tonight's context is the one the base was computed in): only the
+        users whose entry differs from the base's (recomputed tonight, or in last night's overlay)
+        are written then, while they are few."""
+        snapshot = self.memory.snapshot
+        self.overlay = False
+        if snapshot is None or not same_context:
+            return
+        base_end = snapshot.base_end
+        users = self.encoder.pending_users + len(self.pending)
+        for _, entries in self.carried_pages:
+            users += sum(map(ge, map(_OFFSET, entries), repeat(base_end)))
+        users += sum(snapshot.entries[user_id].offset >= base_end for user_id in self.carried_ids + self.unseen_ids)
+        self.overlay = users <= self.OVERLAY_SHARE * len(snapshot.entries)
+
     def seal_unwritten(self) -> None:
         """Copy in the carried users and compress everyone so far: all but the users the commit
-        writes. Runs in a worker thread during the commit, which touches nothing of this."""
+        writes (for an overlay, only those not in the base as they are). Runs in a worker thread
+        during the commit, which touches nothing of this."""
         snapshot = self.memory.snapshot
         if snapshot is not None:
             for user_ids, entries in self.carried_pages:  # each page's carried users as one group
+                if self.overlay:
+                    beyond = list(map(ge, map(_OFFSET, entries), repeat(snapshot.base_end)))
+                    user_ids, entries = list(compress(user_ids, beyond)), list(compress(entries, beyond))
                 self.encoder.add_group(user_ids, *remembered_group(snapshot, entries))
-            carried(snapshot, self.encoder, self.carried_ids)
+            ids = self.carried_ids + self.unseen_ids
+            if self.overlay:
+                ids = [user_id for user_id in ids if snapshot.entries[user_id].offset >= snapshot.base_end]
+            carried(snapshot, self.encoder, ids)
         self.encoder.seal()
 
     def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:

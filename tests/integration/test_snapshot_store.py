@@ -12,6 +12,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from shared.adapters.snapshot import (
     DELETED,
+    NO_OVERLAY,
     PART_BYTES,
     PARTITION,
     PARTS_PER_ROW,
@@ -63,7 +64,7 @@ async def test_a_missing_row_is_named(table_service: TableServiceClient) -> None
     store, snapshots = await _store(table_service)
     head = await snapshots.save(Head(etag=None), _big_blob(), "ctx", "run-1")
     await store.users.delete_entity(PARTITION, f"{head.slot}|00001")
-    with pytest.raises(SnapshotError, match="row 1 is missing"):
+    with pytest.raises(SnapshotError, match=rf"row {head.slot}\|00001 is missing"):
         await snapshots.load(head, "ctx")
 
 
@@ -93,3 +94,71 @@ async def test_rows_that_are_not_the_head_s_blob_say_so_before_anything_else(
     other = Head(head.etag, True, "ctx", head.slot, head.rows, head.length, "0" * 32)
     with pytest.raises(SnapshotError, match="do not match their head"):
         await snapshots.load(other, "ctx")
+
+
+def _small_blob(*user_ids: str, on: Encoder | None = None) -> bytes:
+    encoder = on or Encoder()
+    for user_id in user_ids:
+        encoder.add_raw(user_id, b"u" * 8, b"r" * 8, 0, DELETED, f'["{user_id}"]'.encode())
+    return encoder.blob()
+
+
+async def test_overlays_build_on_the_base_in_alternating_slots_until_a_new_base(
+    table_service: TableServiceClient,
+) -> None:
+    _, snapshots = await _store(table_service)
+    base_blob = _big_blob()
+    head = await snapshots.save(Head(etag=None), base_blob, "ctx", "run-1")
+    base = decode(base_blob)
+    first = await snapshots.save_overlay(
+        await snapshots.invalidate(head),
+        _small_blob("user-1", "new-1", on=Encoder(base.profiles, base.columns)),
+        "ctx",
+        "run-2",
+    )
+    assert (first.slot, first.rows, first.digest) == (head.slot, head.rows, head.digest)  # the base stays
+    assert first.overlay == 0 and first.overlay_rows == 1 and first.valid
+    assert await snapshots.head() == first
+    loaded = await snapshots.load(first, "ctx")
+    assert len(loaded.entries) == len(base.entries) + 1
+    assert loaded.state_bytes("user-1") == b'["user-1"]' and loaded.state_bytes("new-1") == b'["new-1"]'
+    assert loaded.state_bytes("user-2") == base.state_bytes("user-2")
+
+    # The next overlay replaces the last one (other slot); the base is still the same.
+    second = await snapshots.save_overlay(
+        await snapshots.invalidate(first), _small_blob("new-2", on=Encoder(base.profiles, base.columns)), "ctx", "run-3"
+    )
+    assert second.overlay == 1 and second.slot == head.slot
+    loaded = await snapshots.load(second, "ctx")
+    assert "new-2" in loaded.entries and "new-1" not in loaded.entries
+
+    # A new base clears the overlay.
+    third = await snapshots.save(await snapshots.invalidate(second), _small_blob("only"), "ctx", "run-4")
+    assert third.slot != head.slot and third.overlay == NO_OVERLAY
+    assert list((await snapshots.load(third, "ctx")).entries) == ["only"]
+    # An overlay needs the base it was computed on: not another context, not no base at all.
+    with pytest.raises(SnapshotError, match="needs the base"):
+        await snapshots.save_overlay(third, _small_blob("x"), "other context", "run-5")
+    with pytest.raises(SnapshotError, match="needs the base"):
+        await snapshots.save_overlay(Head(etag=None), _small_blob("x"), "ctx", "run-5")
+
+
+async def test_an_invalid_head_keeps_where_the_blobs_lie_and_loads_nothing(table_service: TableServiceClient) -> None:
+    _, snapshots = await _store(table_service)
+    head = await snapshots.save(Head(etag=None), _small_blob("a"), "ctx", "run-1")
+    stale = await snapshots.invalidate(head)
+    assert await snapshots.head() == stale
+    assert (stale.valid, stale.slot, stale.rows, stale.digest) == (False, head.slot, head.rows, head.digest)
+    with pytest.raises(SnapshotError, match="did not finish writing"):
+        await snapshots.load(stale, "ctx")
+
+
+async def test_a_damaged_overlay_is_refused_like_a_damaged_base(table_service: TableServiceClient) -> None:
+    store, snapshots = await _store(table_service)
+    base_blob = _small_blob("a")
+    base = decode(base_blob)
+    head = await snapshots.save(Head(etag=None), base_blob, "ctx", "run-1")
+    head = await snapshots.save_overlay(head, _small_blob("b", on=Encoder(base.profiles, base.columns)), "ctx", "run-2")
+    await store.users.delete_entity(PARTITION, f"o{head.overlay}|00000")
+    with pytest.raises(SnapshotError, match=rf"row o{head.overlay}\|00000 is missing"):
+        await snapshots.load(head, "ctx")

@@ -22,7 +22,7 @@ from shared.adapters.arm import ArmReader
 from shared.adapters.credentials import build_credential
 from shared.adapters.fingerprint_worker import FingerprintWorker
 from shared.adapters.graph import GraphReader
-from shared.adapters.snapshot import HEAD_ROW, PARTITION, Encoder
+from shared.adapters.snapshot import HEAD_ROW, PARTITION, Encoder, SnapshotStore
 from shared.adapters.state_store import StateStore
 from shared.domain.runs import RunStatus, SyncRun
 from shared.domain.scope_rules import ScopePolicy
@@ -184,6 +184,30 @@ async def test_a_fingerprint_worker_moves_work_to_another_process_and_changes_no
         )
     assert dying_state == alone_state and dying == alone
     assert any("fingerprint worker stopped" in r.getMessage() for r in caplog.records)
+
+
+async def test_nights_that_write_an_overlay_answer_exactly_as_nights_that_write_a_new_base(
+    table_service: TableServiceClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    overlays = 0
+    save_overlay = SnapshotStore.save_overlay
+
+    async def counted(self: SnapshotStore, *args: Any) -> Any:
+        nonlocal overlays
+        overlays += 1
+        return await save_overlay(self, *args)
+
+    monkeypatch.setattr(SnapshotStore, "save_overlay", counted)
+    monkeypatch.setattr(NextSnapshot, "OVERLAY_SHARE", 0.0)  # a new base every night
+    bases, bases_state = await _history(table_service, monkeypatch, full=False)
+    assert overlays == 0
+    monkeypatch.setattr(NextSnapshot, "OVERLAY_SHARE", 1.0)  # an overlay on the first night's base every night
+    layered, layered_state = await _history(table_service, monkeypatch, full=False)
+    assert overlays == len(GAPS)
+    assert layered_state == bases_state
+    same = ("figures", "changes", "from", "carried", "recomputed")
+    assert [{k: night[k] for k in same} for night in layered] == [{k: night[k] for k in same} for night in bases]
+    assert all(night["reads"] <= 7 for night in layered[1:])  # the base's rows and the overlay's
 
 
 async def _two_nights(

@@ -135,3 +135,31 @@ def test_the_context_follows_the_settings() -> None:
     assert a == context_key({"policy": {"lookback_days": 30}})
     assert a != context_key({"policy": {"lookback_days": 31}})
     assert a != context_key({"scope": None})
+
+
+def test_an_overlay_replaces_the_base_s_users_and_adds_new_ones() -> None:
+    users = _stored_users()
+    base = Encoder()
+    for i, u in enumerate(users[:200]):
+        base.add(u, fingerprint({"u": i}), fingerprint({"r": i}), steady=True)
+    base_blob = base.blob()
+    based = decode(base_blob)
+    overlay = Encoder(based.profiles, based.columns)  # as NextSnapshot builds it on the base
+    changed = [replace(u, version=u.version + 1) for u in users[:10]]
+    for i, u in enumerate(changed + users[200:]):
+        overlay.add(u, fingerprint({"o": i}), fingerprint({"r": i}), steady=False)
+    snapshot = decode(base_blob, overlay.blob())
+    assert len(snapshot.entries) == len(users)
+    assert snapshot.base_end == len(based.states) < len(snapshot.states)
+    for u in changed + users[200:]:  # the overlay's users, from the overlay's states
+        assert snapshot.stored(u.record.id) == u
+        assert snapshot.entries[u.record.id].offset >= snapshot.base_end
+        assert u.record.id not in snapshot.steady
+    for u in users[10:200]:  # the others, from the base's
+        assert snapshot.stored(u.record.id) == u
+        assert snapshot.entries[u.record.id] == based.entries[u.record.id]
+    # An overlay encoded with other profiles or columns cannot be read on this base.
+    stranger = Encoder()
+    stranger.add(users[-1], fingerprint(1), fingerprint(2), steady=False)
+    with pytest.raises(SnapshotError, match="does not extend its base"):
+        decode(base_blob, stranger.blob())
