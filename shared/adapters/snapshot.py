@@ -25,14 +25,17 @@ Trust, and when it is withdrawn (docs/table-schema.md has the table view):
   head invalid, and the next run reads the state rows. Two runs that overlap (an expired lease)
   cannot both validate: the second head write's condition fails.
 
-Blob layout (one zlib stream, level 1): sections, each an 8-byte little-endian length then the
-bytes. Users come in groups of three sections: their ids joined by newlines, one fixed-width
-record per user (``<8s8sHBI``: user and report fingerprints, profile index, flags, state length),
-and their states, each a JSON array of the state row's values in the header's column order. The
-last section is a JSON header (format, user count, group count, profiles, state columns). Groups
-let the sync compress everyone it did not write while its transactions are on the wire (each
-page's carried users as one group, ``Encoder.add_group``, then the recomputed ones,
-``Encoder.seal``), and add the written users, whose new ETags come back with the commit, after.
+Blob layout (format 3): an 8-byte little-endian length, then two zlib streams (level 1): the
+*index*, of that length, and the *states*. The index is sections, each an 8-byte little-endian
+length then the bytes: per group of users, their ids joined by newlines, one fixed-width record
+per user (``<8s8sHBI``: user and report fingerprints, profile index, flags, state length), and
+the group's states length; the last section is a JSON header (format, user count, group count,
+profiles, state columns). The states stream is every group's states, in order, each a JSON array
+of the state row's values in the header's column order. Two streams let a night start from the
+index while the states still decompress (``SnapshotStore.load``). Groups let the sync compress
+everyone it did not write while its transactions are on the wire (each page's carried users as
+one group, ``Encoder.add_group``, then the recomputed ones, ``Encoder.seal``), and add the
+written users, whose new ETags come back with the commit, after.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from itertools import accumulate, compress, repeat, starmap
 from operator import add, attrgetter, eq, itemgetter
 from pathlib import Path
@@ -64,7 +67,7 @@ from shared.domain.steady import FINGERPRINT_SIZE
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 PARTITION = schema.SNAPSHOT_PARTITION
 HEAD_ROW = "head"
 PART_BYTES = 64_000  # a binary property holds at most 64 KiB
@@ -144,20 +147,36 @@ class Remembered(NamedTuple):
         return bool(self.flags & DELETED)
 
 
-@dataclass
 class Snapshot:
-    """A decoded snapshot: per user what was remembered, and their state on demand."""
+    """A decoded snapshot: per user what was remembered, and their state on demand. The states
+    may still be decompressing in a worker thread (``states`` waits for them): a night needs the
+    entries first, and the states only for the users it recomputes."""
 
-    profiles: list[Profile]
-    columns: list[str]
-    entries: dict[str, Remembered]
-    states: bytes
-    steady: dict[str, Remembered] = field(default_factory=dict)  # the entries flagged exactly STEADY
-    base_end: int = -1  # states before this offset are the base's; -1: all of them
+    def __init__(
+        self,
+        profiles: list[Profile],
+        columns: list[str],
+        entries: dict[str, Remembered],
+        states: bytes | Future[bytes],
+        steady: dict[str, Remembered] | None = None,
+        base_end: int = -1,
+    ) -> None:
+        self.profiles, self.columns, self.entries = profiles, columns, entries
+        self.steady = steady if steady is not None else {}  # the entries flagged exactly STEADY
+        self._states = states
+        # states before this offset are the base's; -1: all of them
+        self.base_end = base_end if base_end >= 0 else len(self.states)
 
-    def __post_init__(self) -> None:
-        if self.base_end < 0:
-            self.base_end = len(self.states)
+    @property
+    def states(self) -> bytes:
+        if isinstance(self._states, Future):
+            try:
+                self._states = self._states.result()
+            except SnapshotError:
+                raise
+            except Exception as exc:  # a bug, not damage: the digest matched
+                raise SnapshotError(f"the snapshot's states could not be read: {type(exc).__name__}: {exc}") from exc
+        return self._states
 
     def state_bytes(self, user_id: str) -> bytes | None:
         found = self.entries.get(user_id)
@@ -210,8 +229,10 @@ class Encoder:
         self._states: list[bytes] = []
         self._users = 0
         self._groups = 0
-        self._compressor = zlib.compressobj(1)
-        self._compressed: list[bytes] = []
+        self._index = zlib.compressobj(1)  # ids, records, each group's states length, the header
+        self._indexed: list[bytes] = []
+        self._states_z = zlib.compressobj(1)  # every group's states, in order
+        self._stated: list[bytes] = []
 
     def profile(self, profile: Profile) -> int:
         index = self._profile_index.get(profile)
@@ -261,8 +282,8 @@ class Encoder:
             return
         self._section("\n".join(ids).encode())
         self._section(records)
-        self._compressed.append(self._compressor.compress(_LENGTH.pack(len(states))))
-        self._compressed.append(self._compressor.compress(states))
+        self._section(_LENGTH.pack(len(states)))
+        self._stated.append(self._states_z.compress(states))
         self._users += len(ids)
         self._groups += 1
 
@@ -272,15 +293,15 @@ class Encoder:
             return
         self._section("\n".join(self._ids).encode())
         self._section(b"".join(self._records))
-        self._compressed.append(self._compressor.compress(_LENGTH.pack(sum(len(s) for s in self._states))))
+        self._section(_LENGTH.pack(sum(len(s) for s in self._states)))
         for start in range(0, len(self._states), 4096):
-            self._compressed.append(self._compressor.compress(b"".join(self._states[start : start + 4096])))
+            self._stated.append(self._states_z.compress(b"".join(self._states[start : start + 4096])))
         self._users += len(self._ids)
         self._groups += 1
         self._ids, self._records, self._states = [], [], []
 
     def _section(self, data: bytes) -> None:
-        self._compressed.append(self._compressor.compress(_LENGTH.pack(len(data)) + data))
+        self._indexed.append(self._index.compress(_LENGTH.pack(len(data)) + data))
 
     def blob(self) -> bytes:
         """The whole snapshot; the encoder is spent after it."""
@@ -296,25 +317,49 @@ class Encoder:
             separators=(",", ":"),
         ).encode()
         self._section(header)
-        self._compressed.append(self._compressor.flush())
-        return b"".join(self._compressed)
+        index = b"".join([*self._indexed, self._index.flush()])
+        return b"".join([_LENGTH.pack(len(index)), index, *self._stated, self._states_z.flush()])
 
 
 def decode(*blobs: bytes) -> Snapshot:
-    """A snapshot from its blob, or from a base blob and the overlay on it (``decode_raw``)."""
+    """A snapshot from its blob, or from a base blob and the overlay on it: their users are the
+    base's, replaced and added to by the overlay's. An overlay is encoded with the base's profiles
+    and columns, which it may only extend."""
+    indexes, states = [], []
+    for blob in blobs:
+        index_z, states_z = _streams(blob)
+        indexes.append(_decompress(index_z))
+        states.append(_decompress(states_z))
+    snapshot, ends = decode_index(indexes, b"".join(states))
+    if ends != list(accumulate(map(len, states))):
+        raise SnapshotError("the snapshot's states do not add up")
+    return snapshot
+
+
+def _streams(blob: bytes) -> tuple[bytes, bytes]:
+    """A blob's two zlib streams: the index, then the states."""
+    if len(blob) < _LENGTH.size:
+        raise SnapshotError("the snapshot does not decompress: it is cut short")
+    (length,) = _LENGTH.unpack_from(blob)
+    return blob[_LENGTH.size : _LENGTH.size + length], blob[_LENGTH.size + length :]
+
+
+def _decompress(data: bytes) -> bytes:
+    inflate = zlib.decompressobj()
     try:
-        raws = [zlib.decompress(blob) for blob in blobs]
+        raw = inflate.decompress(data) + inflate.flush()
     except zlib.error as exc:
         raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
-    return decode_raw(*raws)
+    if not inflate.eof or inflate.unused_data:
+        raise SnapshotError("the snapshot does not decompress: the stream is cut short or runs on")
+    return raw
 
 
-def decode_raw(*raws: bytes | bytearray) -> Snapshot:
-    """A snapshot from its decompressed bytes: a base, then optionally an overlay whose users
-    replace the base's (the users a night recomputed since the base was written). An overlay is
-    encoded with the base's profiles and columns, which it may only extend."""
+def decode_index(indexes: Sequence[bytes], states: bytes | Future[bytes]) -> tuple[Snapshot, list[int]]:
+    """A snapshot from its blobs' decompressed indexes (a base, then optionally an overlay) and
+    their states, joined (or a future of them); and where each blob's states end in those."""
     with _gc_paused():  # 100,000 entries built at once, none in a cycle: the cyclic GC has nothing to find
-        return _decode(raws)
+        return _decode(indexes, states)
 
 
 @contextlib.contextmanager
@@ -328,13 +373,14 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decode(raws: Sequence[bytes | bytearray]) -> Snapshot:
+def _decode(indexes: Sequence[bytes], states: bytes | Future[bytes]) -> tuple[Snapshot, list[int]]:
+    """The snapshot, and where each blob's states end in the joined states."""
     entries: dict[str, Remembered] = {}
-    states: list[memoryview] = []  # views: the states are copied once, into the snapshot
     profiles: list[Profile] = []
     columns: list[str] = []
-    at = base_end = 0
-    for n, raw in enumerate(raws):
+    at = 0
+    ends = []
+    for raw in indexes:
         blob_entries: dict[str, Remembered] = {}
         header, groups = _header_and_groups(memoryview(raw))
         blob_profiles = [Profile.from_json(p) for p in header.get("profiles", [])]
@@ -347,24 +393,22 @@ def _decode(raws: Sequence[bytes | bytearray]) -> Snapshot:
         users = 0
         for g in range(0, len(groups), 3):
             ids = str(groups[g], "utf-8").split("\n")
-            if len(groups[g + 1]) != _RECORD.size * len(ids):
+            if len(groups[g + 1]) != _RECORD.size * len(ids) or len(groups[g + 2]) != _LENGTH.size:
                 raise SnapshotError("the snapshot's user count does not match its sections")
             remembered, end = _group_entries(groups[g + 1], at, len(profiles))
-            if end - at != len(groups[g + 2]):
+            if end - at != _LENGTH.unpack(groups[g + 2])[0]:
                 raise SnapshotError("the snapshot's states do not add up")
             blob_entries.update(zip(ids, remembered, strict=True))
             users += len(ids)
-            states.append(groups[g + 2])
             at = end
         if users != header.get("users"):
             raise SnapshotError("the snapshot's user count does not match its sections")
         if len(blob_entries) != users:
             raise SnapshotError("the snapshot lists a user twice")
         entries.update(blob_entries)  # an overlay's users replace the base's
-        if n == 0:
-            base_end = at
+        ends.append(at)
     steady = dict(compress(entries.items(), map(eq, map(_FLAGS, entries.values()), repeat(STEADY))))
-    return Snapshot(profiles, columns, entries, b"".join(states), steady, base_end)
+    return Snapshot(profiles, columns, entries, states, steady, ends[0] if ends else 0), ends
 
 
 def _header_and_groups(raw: memoryview) -> tuple[dict[str, Any], list[memoryview]]:
@@ -478,49 +522,57 @@ class SnapshotStore:
             raise SnapshotError("the last run that changed users did not finish writing its snapshot")
         if head.context != context:
             raise SnapshotError("the snapshot was computed by other code or other settings")
-        base_keys = [_row_key(head.slot, n) for n in range(head.rows)]
-        if head.overlay == NO_OVERLAY:
-            return decode_raw(await self._inflated(base_keys, head.length, head.digest))
-        overlay_keys = [_overlay_key(head.overlay, n) for n in range(head.overlay_rows)]
-        base = asyncio.ensure_future(self._inflated(base_keys, head.length, head.digest))
-        overlay = asyncio.ensure_future(self._inflated(overlay_keys, head.overlay_length, head.overlay_digest))
-        try:  # both read at once; one failing stops the other
-            return decode_raw(await base, await overlay)
+        blobs = [([_row_key(head.slot, n) for n in range(head.rows)], head.length, head.digest)]
+        if head.overlay != NO_OVERLAY:
+            keys = [_overlay_key(head.overlay, n) for n in range(head.overlay_rows)]
+            blobs.append((keys, head.overlay_length, head.overlay_digest))
+        # One worker thread decompresses, blob by blob and row by row in the order they come,
+        # while the rows still arrive (zlib lets go of the GIL). The index of each blob is all the
+        # night needs to start; the states go on decompressing behind it.
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-inflate")
+        try:
+            reading = [
+                asyncio.ensure_future(self._read(keys, length, digest, thread)) for keys, length, digest in blobs
+            ]
+            try:
+                inflaters = [await read for read in reading]
+            finally:
+                for read in reading:
+                    read.cancel()
+                await asyncio.gather(*reading, return_exceptions=True)
+            indexes = [await asyncio.wrap_future(inflate.index) for inflate in inflaters]
+            states: Future[bytes] = Future()
+            snapshot, ends = decode_index(indexes, states)
+            thread.submit(_join, states, [inflate.states for inflate in inflaters], ends)
         finally:
-            for read in (base, overlay):
-                read.cancel()
-            await asyncio.gather(base, overlay, return_exceptions=True)
+            thread.shutdown(wait=False)
+        return snapshot
 
-    async def _inflated(self, keys: Sequence[str], length: int, digest: str) -> bytearray:
-        """One blob's rows, decompressed. Every row is asked for at once; each is checked and
-        inflated, in order, by one worker thread (zlib and BLAKE2b let go of the GIL) while the
-        next rows are still arriving."""
+    async def _read(self, keys: Sequence[str], length: int, digest: str, thread: ThreadPoolExecutor) -> _Inflater:
+        """One blob's rows, all asked for at once, each checked (length and digest, here) and handed
+        to ``thread`` to decompress in order as it arrives."""
         reads = [asyncio.ensure_future(wire.get_entity(self.users, PARTITION, key)) for key in keys]
         inflate = _Inflater()
-        inflating: list[asyncio.Future[None]] = []
-        loop = asyncio.get_running_loop()
+        hashed = hashlib.blake2b(digest_size=16)
+        got = 0
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-inflate") as thread:
-                try:
-                    for key, read in zip(keys, reads, strict=True):
-                        entity = await read
-                        if entity is None:
-                            raise SnapshotError(f"snapshot row {key} is missing")
-                        self.counters.reads += 1
-                        chunk = b"".join(_parts(entity))
-                        inflating.append(loop.run_in_executor(thread, inflate.feed, chunk))
-                    for fed in inflating:
-                        await fed
-                finally:
-                    for future in inflating:
-                        future.cancel()
+            for key, read in zip(keys, reads, strict=True):
+                entity = await read
+                if entity is None:
+                    raise SnapshotError(f"snapshot row {key} is missing")
+                self.counters.reads += 1
+                chunk = b"".join(_parts(entity))
+                hashed.update(chunk)
+                got += len(chunk)
+                thread.submit(inflate.feed, chunk)
         finally:
             for read in reads:
                 read.cancel()
             await asyncio.gather(*reads, return_exceptions=True)
-        if inflate.length != length or inflate.digest.hexdigest() != digest:
+        if got != length or hashed.hexdigest() != digest:
             raise SnapshotError("the snapshot rows do not match their head (partly overwritten?)")
-        return inflate.finish()
+        thread.submit(inflate.finish)
+        return inflate
 
     async def invalidate(self, head: Head) -> Head:
         """Mark the snapshot stale before the first state row changes (where its blobs lie stays
@@ -607,38 +659,87 @@ def _parts(entity: Mapping[str, Any]) -> Iterator[bytes]:
 
 
 class _Inflater:
-    """The blob's digest and its decompression, fed row by row in order. A stream that does not
-    decompress is only reported by ``finish``, after the caller compared length and digest with
-    the head: a blob that is not the one the head names says so first."""
+    """A blob's two streams (its index, then its states) decompressed from its bytes, fed in
+    order, in one worker thread. ``index`` is ready as soon as the index stream ends; ``states``
+    once ``finish`` ran. Either holds a SnapshotError if its stream does not decompress."""
 
     def __init__(self) -> None:
-        self.digest = hashlib.blake2b(digest_size=16)
-        self.length = 0
-        self._zlib = zlib.decompressobj()
-        self._raw = bytearray()  # grown in place: no second copy of the decompressed bytes
+        self.index: Future[bytes] = Future()
+        self.states: Future[bytes] = Future()
+        self._head = bytearray()  # the blob's first bytes, until the index stream's length is known
+        self._index_left = -1
+        self._index_z = zlib.decompressobj()
+        self._states_z = zlib.decompressobj()
+        self._index_raw = bytearray()
+        self._states_raw = bytearray()
         self._error: str | None = None
 
     def feed(self, chunk: bytes) -> None:
-        self.digest.update(chunk)
-        self.length += len(chunk)
         if self._error is not None:
             return
         try:
-            self._raw += self._zlib.decompress(chunk)
-        except zlib.error as exc:
-            self._error = str(exc)
+            if self._index_left < 0:
+                self._head += chunk
+                if len(self._head) < _LENGTH.size:
+                    return
+                (self._index_left,) = _LENGTH.unpack_from(self._head)
+                chunk = bytes(self._head[_LENGTH.size :])
+                self._head.clear()
+                if self._index_left == 0:
+                    self._end_index()
+            if self._index_left > 0:
+                part, chunk = chunk[: self._index_left], chunk[self._index_left :]
+                self._index_left -= len(part)
+                self._index_raw += self._index_z.decompress(part)
+                if self._index_left == 0:
+                    self._end_index()
+            if chunk:
+                self._states_raw += self._states_z.decompress(chunk)
+        except (zlib.error, SnapshotError) as exc:
+            self._fail(str(exc))
 
-    def finish(self) -> bytearray:
-        """The decompressed bytes; SnapshotError if the stream was not whole."""
+    def _end_index(self) -> None:
+        self._index_raw += self._index_z.flush()
+        if not self._index_z.eof or self._index_z.unused_data:
+            raise SnapshotError("the index stream is cut short or runs on")
+        self.index.set_result(bytes(self._index_raw))
+        self._index_raw = bytearray()
+
+    def finish(self) -> None:
+        """After the last chunk: the states, or why there are none."""
         if self._error is None:
             try:
-                self._raw += self._zlib.flush()
-                if self._zlib.eof and not self._zlib.unused_data:
-                    return self._raw
-                self._error = "the stream is cut short or runs on"
-            except zlib.error as exc:
-                self._error = str(exc)
-        raise SnapshotError(f"the snapshot does not decompress: {self._error}")
+                if self._index_left != 0:
+                    raise SnapshotError("the blob ends inside its index")
+                self._states_raw += self._states_z.flush()
+                if not self._states_z.eof or self._states_z.unused_data:
+                    raise SnapshotError("the stream is cut short or runs on")
+                self.states.set_result(bytes(self._states_raw))
+                return
+            except (zlib.error, SnapshotError) as exc:
+                self._fail(str(exc))
+        self._states_raw = bytearray()
+
+    def _fail(self, why: str) -> None:
+        self._error = why
+        error = SnapshotError(f"the snapshot does not decompress: {why}")
+        for future in (self.index, self.states):
+            if not future.done():
+                future.set_exception(error)
+
+
+def _join(into: Future[bytes], parts: list[Future[bytes]], ends: list[int]) -> None:
+    """The blobs' states, joined, into ``into`` (in the worker thread, after their ``finish``),
+    or why they cannot be: a stream that did not decompress, or states that do not add up."""
+    try:
+        states = [part.result() for part in parts]
+        if list(accumulate(map(len, states))) != ends:
+            raise SnapshotError("the snapshot's states do not add up")
+        into.set_result(states[0] if len(states) == 1 else b"".join(states))
+    except SnapshotError as exc:
+        into.set_exception(exc)
+    except Exception as exc:
+        into.set_exception(SnapshotError(f"the snapshot's states could not be read: {type(exc).__name__}: {exc}"))
 
 
 def _digest(blob: bytes) -> str:

@@ -5,7 +5,7 @@ a blob that is not the head's, and a stream that does not decompress each say so
 from __future__ import annotations
 
 import os
-import zlib
+from collections.abc import Callable
 
 import pytest
 from azure.data.tables.aio import TableServiceClient
@@ -69,21 +69,26 @@ async def test_a_missing_row_is_named(table_service: TableServiceClient) -> None
 
 
 @pytest.mark.parametrize(
-    ("blob", "reason"),
+    ("damage", "reason", "noticed"),
     [
-        (b"not zlib at all", "does not decompress"),
-        (zlib.compress(b"x" * 100)[:-3], "does not decompress: the stream is cut short"),
-        (zlib.compress(b"x" * 100) + b"more", "does not decompress: the stream is cut short or runs on"),
+        (lambda b: b"not zlib at all", "does not decompress", "on load"),
+        (lambda b: b[:20], "does not decompress: the blob ends inside its index", "on load"),
+        (lambda b: b[:-3], "does not decompress: the stream is cut short or runs on", "with the states"),
+        (lambda b: b + b"more", "does not decompress: the stream is cut short or runs on", "with the states"),
     ],
-    ids=["not-zlib", "cut-short", "runs-on"],
+    ids=["not-zlib", "inside-the-index", "cut-short", "runs-on"],
 )
 async def test_a_stream_that_does_not_decompress_says_so(
-    table_service: TableServiceClient, blob: bytes, reason: str
+    table_service: TableServiceClient, damage: Callable[[bytes], bytes], reason: str, noticed: str
 ) -> None:
+    """(The head's digest is the damaged blob's: a bug wrote it, not damage in the table.) A night
+    needs the index to start; the states, which go on decompressing behind it, say so when read."""
     _, snapshots = await _store(table_service)
-    head = await snapshots.save(Head(etag=None), blob, "ctx", "run-1")  # the head's digest is this blob's
+    head = await snapshots.save(Head(etag=None), damage(_small_blob("a", "b")), "ctx", "run-1")
     with pytest.raises(SnapshotError, match=reason):
-        await snapshots.load(head, "ctx")
+        snapshot = await snapshots.load(head, "ctx")
+        assert noticed == "with the states"
+        snapshot.state_bytes("a")
 
 
 async def test_rows_that_are_not_the_head_s_blob_say_so_before_anything_else(

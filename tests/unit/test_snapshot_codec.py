@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -88,16 +90,38 @@ def test_an_empty_snapshot_is_fine() -> None:
     assert snapshot.entries == {} and snapshot.profiles == []
 
 
+def _index(blob: bytes) -> bytes:
+    """A format 3 blob's index, decompressed."""
+    (length,) = struct.unpack_from("<Q", blob)
+    return zlib.decompress(blob[8 : 8 + length])
+
+
+def _with_index(blob: bytes, change: Callable[[bytes], bytes]) -> bytes:
+    """The blob with its index changed (its states as they were)."""
+    (length,) = struct.unpack_from("<Q", blob)
+    index = zlib.compress(change(zlib.decompress(blob[8 : 8 + length])))
+    return struct.pack("<Q", len(index)) + index + blob[8 + length :]
+
+
+def _with_states(blob: bytes, change: Callable[[bytes], bytes]) -> bytes:
+    (length,) = struct.unpack_from("<Q", blob)
+    return blob[: 8 + length] + zlib.compress(change(zlib.decompress(blob[8 + length :])))
+
+
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
         (lambda b: b[: len(b) // 2], "does not decompress"),
         (lambda b: b"not zlib at all", "does not decompress"),
-        (lambda b: zlib.compress(zlib.decompress(b)[:-5]), "truncated"),
-        (lambda b: zlib.compress(zlib.decompress(b) + b"x"), "truncated"),
-        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"format":2', b'"format":9', 1)), "not format 2"),
-        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"groups":1', b'"groups":2', 1)), "groups"),
-        (lambda b: zlib.compress(zlib.decompress(b).replace(b'"users":20', b'"users":21', 1)), "user count"),
+        (lambda b: b[:5], "does not decompress"),
+        (lambda b: _with_index(b, lambda i: i[:-5]), "truncated"),
+        (lambda b: _with_index(b, lambda i: i + b"x"), "truncated"),
+        (lambda b: _with_index(b, lambda i: i.replace(b'"format":3', b'"format":9', 1)), "not format 3"),
+        (lambda b: _with_index(b, lambda i: i.replace(b'"groups":1', b'"groups":2', 1)), "groups"),
+        (lambda b: _with_index(b, lambda i: i.replace(b'"users":20', b'"users":21', 1)), "user count"),
+        (lambda b: _with_states(b, lambda s: s[:-1]), "states do not add up"),
+        (lambda b: _with_states(b, lambda s: s + b" "), "states do not add up"),
+        (lambda b: b + b"more", "does not decompress"),
     ],
 )
 def test_a_damaged_blob_is_refused_with_a_reason(damage, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +141,7 @@ def test_groups_sealed_apart_decode_as_one_snapshot() -> None:
     encoder.seal()  # nothing added since: no empty group
     for u in users[120:]:  # later users may add columns and profiles the sealed group never saw
         encoder.add(u, b"v" * 8, b"s" * 8, steady=False)
-    raw = zlib.decompress(blob := encoder.blob())
+    raw = _index(blob := encoder.blob())
     assert b'"groups":2' in raw
     snapshot = decode(blob)
     assert [snapshot.stored(u.record.id) for u in users] == users
