@@ -5,11 +5,13 @@ find the unchanged steady users (``shared.jobs.unchanged``). That work needs not
 page, so the sync hands each page's bytes, as Graph sent them, to this worker, parses its own
 copy meanwhile, reads the next page, and then takes the ids and fingerprints the worker computed
 (``steady.page_fingerprints``). The worker is a plain Python child (``python -m`` this module)
-talking over its stdin and stdout: no secrets, no network, no state between pages.
+that reads nothing but its stdin and writes nothing but its stdout: no network, no tables, no
+state between pages.
 
 It only ever costs speed, never correctness: the sync checks the worker's ids against the ones it
-parsed before using its fingerprints, and a worker that cannot start, dies, or answers nonsense is
-dropped for the rest of the run (logged once) and the sync fingerprints in-process again.
+parsed before using its fingerprints, and a worker that cannot start, dies, stalls or answers
+nonsense is dropped for the rest of the run (logged once) and the sync fingerprints in-process
+again.
 
 Wire format, both ways little-endian: a request is ``<IB`` (the page's length, the kind: 0 users,
 1 report) then the page's bytes; an answer is ``<I`` (its length) then ``marshal`` (version 2) of
@@ -20,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import marshal
+import math
 import os
 import struct
 import sys
@@ -37,23 +39,53 @@ _REQUEST = struct.Struct("<IB")
 _ANSWER = struct.Struct("<I")
 _KINDS = (USERS, REPORT)
 _STOP_SECONDS = 5.0
+_ANSWER_SECONDS = 30.0  # a page takes milliseconds: a worker this late is stalled, not busy
 _PIPE_BYTES = 1 << 20  # Linux lets any process widen a pipe this far (/proc/sys/fs/pipe-max-size)
 _APP_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the directory holding ``shared``
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's share, where the OS says)."""
+    """The CPUs this process may use: those it may run on, capped by a cgroup CPU quota (a
+    container limited to one CPU on a bigger host has one to use, not the host's)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(cpus, math.floor(quota))) if quota is not None else cpus
+
+
+def _cgroup_quota() -> float | None:
+    """The CPU quota of this process's cgroup, in CPUs (cgroup v2 ``cpu.max``, else v1's
+    ``cpu.cfs_quota_us``); None when there is none or it cannot be read."""
+    for quota_file, period_file in _CGROUP_FILES:
+        try:
+            text = Path(quota_file).read_text().split()
+            if period_file is not None:
+                text.append(Path(period_file).read_text().strip())
+        except OSError:
+            continue
+        if len(text) < 2 or text[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = int(text[0]), int(text[1])
+        except ValueError:
+            return None
+        return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+_CGROUP_FILES: tuple[tuple[str, str | None], ...] = (
+    ("/sys/fs/cgroup/cpu.max", None),
+    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
 
 
 class FingerprintWorker:
     """The sync's handle on the child. Pages are answered in the order they were submitted.
 
-    A page's bytes are written to the child at once: its pipes are widened to hold a whole page,
-    so the child reads the page while the event loop's thread parses its own copy."""
+    A page's bytes are written to the child at once: its stdin pipe is widened to hold a whole
+    page, so the child reads the page while the event loop's thread parses its own copy."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
@@ -112,9 +144,13 @@ class FingerprintWorker:
             stdin, stdout = self._process.stdin, self._process.stdout
             assert stdin is not None and stdout is not None  # both are pipes
             try:
-                await stdin.drain()
-                (length,) = _ANSWER.unpack(await stdout.readexactly(_ANSWER.size))
-                answer = marshal.loads(await stdout.readexactly(length))
+                async with asyncio.timeout(_ANSWER_SECONDS):
+                    await stdin.drain()
+                    (length,) = _ANSWER.unpack(await stdout.readexactly(_ANSWER.size))
+                    answer = marshal.loads(await stdout.readexactly(length))
+            except TimeoutError:
+                self._drop(f"it did not answer within {_ANSWER_SECONDS:g} s")
+                return None
             except asyncio.CancelledError:
                 self._drop("cancelled part way through an answer")
                 raise
@@ -158,6 +194,10 @@ class FingerprintWorker:
 
 def _widen(pipe: object) -> None:
     """Let a pipe hold a whole page (Linux; elsewhere, and when refused, it stays as it is)."""
+    try:
+        import fcntl  # not on Windows
+    except ImportError:
+        return
     fileno = getattr(pipe, "fileno", None)
     if fileno is None or not hasattr(fcntl, "F_SETPIPE_SZ"):
         return

@@ -695,8 +695,8 @@ class _Inflater:
                     self._end_index()
             if chunk:
                 self._states_raw += self._states_z.decompress(chunk)
-        except (zlib.error, SnapshotError) as exc:
-            self._fail(str(exc))
+        except Exception as exc:  # never leave a future unresolved: the loader would wait forever
+            self._fail(_why(exc))
 
     def _end_index(self) -> None:
         self._index_raw += self._index_z.flush()
@@ -716,8 +716,8 @@ class _Inflater:
                     raise SnapshotError("the stream is cut short or runs on")
                 self.states.set_result(bytes(self._states_raw))
                 return
-            except (zlib.error, SnapshotError) as exc:
-                self._fail(str(exc))
+            except Exception as exc:
+                self._fail(_why(exc))
         self._states_raw = bytearray()
 
     def _fail(self, why: str) -> None:
@@ -726,6 +726,10 @@ class _Inflater:
         for future in (self.index, self.states):
             if not future.done():
                 future.set_exception(error)
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, zlib.error | SnapshotError) else f"{type(exc).__name__}: {exc}"
 
 
 def _join(into: Future[bytes], parts: list[Future[bytes]], ends: list[int]) -> None:

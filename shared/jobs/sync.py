@@ -180,8 +180,7 @@ async def run_sync(
             raise _PullFailed(f"the pull failed: {type(exc).__name__}: {exc}") from exc
         finally:
             if worker is not None:
-                await worker.aclose()
-                log.info("the fingerprint worker fingerprinted %d pages", worker.pages)
+                await _stop_worker(worker)
         run = replace(run, pull_complete=True, signals=pull.signals)
         memory_figures = {
             "remembered_from": "snapshot" if memory.snapshot is not None else "state_rows",
@@ -190,7 +189,11 @@ async def run_sync(
         }
 
         unseen = list(memory.unseen(pull.seen))
-        gone_users = [memory.stored(user_id) for user_id, deleted in unseen if not deleted]
+        try:
+            gone_users = [memory.stored(user_id) for user_id, deleted in unseen if not deleted]
+        except SnapshotError as exc:  # as in the pull: nothing written yet, the next run reads the state rows
+            await store.snapshot.invalidate(memory.head)
+            raise _PullFailed(f"the snapshot could not be used ({exc}); the next run reads the state rows") from exc
         gone = deletions([u for u in gone_users if u is not None], pull.seen, run.started.isoformat())
         for update in gone:
             pull.census.count_update(update)
@@ -203,7 +206,7 @@ async def run_sync(
 
         head = memory.head
         saving = pull.next.changed or bool(pull.updates)
-        pull.next.plan(same_context=head.context == pull.context)
+        pull.next.plan(same_context=head.context == pull.context, written=len(pull.updates))
         # Compress everyone the commit does not write while its transactions are on the wire.
         sealing = asyncio.create_task(asyncio.to_thread(pull.next.seal_unwritten)) if saving else None
         committing = _Committing()
@@ -249,6 +252,15 @@ async def _start_worker(memory: Memory, options: SyncOptions) -> FingerprintWork
     if threshold is None or not steady or steady < threshold or usable_cpus() < 2:
         return None
     return await FingerprintWorker.start()
+
+
+async def _stop_worker(worker: FingerprintWorker) -> None:
+    """Stop the worker; stopping it can cost nothing but a log line."""
+    try:
+        await worker.aclose()
+    except Exception as exc:
+        log.warning("the fingerprint worker did not stop cleanly: %s: %s", type(exc).__name__, exc)
+    log.info("the fingerprint worker fingerprinted %d pages", worker.pages)
 
 
 async def _prints(page: list[dict[str, Any]]) -> PagePrints | None:
@@ -328,6 +340,9 @@ async def _save_snapshot(
             await store.snapshot.save(head, blob, pull.context, run_id)
     except Exception as exc:
         log.warning("could not save the snapshot (tomorrow reads every state row): %s: %s", type(exc).__name__, exc)
+        if isinstance(exc, SnapshotError):  # tonight's snapshot could not give what it holds: stop trusting it
+            with contextlib.suppress(Exception):
+                await store.snapshot.invalidate(head)
 
 
 class _LeaseKeeper:

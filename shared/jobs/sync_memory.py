@@ -191,17 +191,18 @@ class NextSnapshot:
         if stored is not None:
             self.encoder.add(stored, NO_ROW, NO_ROW, False)
 
-    def plan(self, same_context: bool) -> None:
+    def plan(self, same_context: bool, written: int) -> None:
         """Decide, once the pull is done, whether tonight's blob is an overlay on the snapshot's
         base (``same_context``: tonight's context is the one the base was computed in): only the
         users whose entry differs from the base's (recomputed tonight, or in last night's overlay)
-        are written then, while they are few."""
+        are written then, while they are few. ``written``: the users tonight's commit writes
+        (recomputed or deleted)."""
         snapshot = self.memory.snapshot
         self.overlay = False
         if snapshot is None or not same_context:
             return
         base_end = snapshot.base_end
-        users = self.encoder.pending_users + len(self.pending)
+        users = self.encoder.pending_users + written
         for _, entries in self.carried_pages:
             users += sum(map(ge, map(_OFFSET, entries), repeat(base_end)))
         users += sum(snapshot.entries[user_id].offset >= base_end for user_id in self.carried_ids + self.unseen_ids)

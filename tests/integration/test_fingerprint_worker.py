@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
 from typing import Any
 
 import pytest
 
+from shared.adapters import fingerprint_worker
 from shared.adapters.fingerprint_worker import FingerprintWorker
 from shared.domain.steady import REPORT, REPORT_STAMP, USERS, fingerprints, page_fingerprints, report_fingerprint
 
@@ -79,6 +82,17 @@ async def test_a_dead_worker_answers_none_from_then_on_and_says_why(
         assert await worker.submit(_page(_users(0, 2)), USERS) is None
     assert worker.broken is not None
     assert sum("fingerprint worker stopped" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_stalled_worker_is_dropped_after_its_time(
+    worker: FingerprintWorker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fingerprint_worker, "_ANSWER_SECONDS", 0.3)
+    os.kill(worker._process.pid, signal.SIGSTOP)  # the child stops answering
+    with caplog.at_level(logging.WARNING):
+        assert await worker.submit(_page(_users(0, 5)), USERS) is None
+    assert "did not answer within 0.3 s" in (worker.broken or "")
+    assert await worker._process.wait() == -signal.SIGKILL
 
 
 async def test_closing_stops_the_child_and_later_pages_answer_none() -> None:

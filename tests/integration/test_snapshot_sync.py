@@ -357,6 +357,46 @@ async def test_a_snapshot_that_cannot_give_a_users_state_fails_the_run_once_then
     assert sum(again.figures.changes.values()) == 0  # type: ignore[union-attr]
 
 
+async def test_a_snapshot_whose_states_cannot_be_read_is_set_aside_even_when_only_a_deletion_needs_them(
+    world: Any,
+) -> None:
+    """The states decompress behind the night; the first to need them here is a user who left
+    (every other user is carried). The run fails with the reason, writes nothing, stops trusting
+    the snapshot, and the next night reads the state rows and records the deletion."""
+    store, sources, tenant = world
+    graph = sources.graph
+    await run_sync(graph, store, clock=lambda: NIGHT_1)  # without scope signals: everyone is steady
+    head = await store.snapshot.head()
+    blob = b"".join([await _blob_rows(store, head)])[
+        :-3
+    ]  # the states stream cut short: the index is whole, the digest is the blob's (a bug, not damage)
+    await store.snapshot.save(head, blob, head.context, "test")
+    leaver = tenant.users[7]["id"]
+    assert tenant.remove_users([leaver]) == 1
+
+    failed = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=1))
+    assert failed.status is RunStatus.FAILED
+    assert "the snapshot could not be used" in (failed.error or "") and "cut short" in (failed.error or "")
+    assert failed.io.users_carried == len(tenant.users)  # every remaining user was carried
+    assert (await _head(store))["Valid"] is False
+    assert await _night_changes(store, failed.night) == set()
+
+    again = await run_sync(graph, store, clock=lambda: NIGHT_1 + timedelta(days=2))
+    assert again.status is RunStatus.COMPLETED, again.error
+    assert again.io.remembered_from == "state_rows"
+    assert {(u, k) for u, k, _ in await _night_changes(store, again.night)} == {(leaver, "deleted")}
+
+
+async def _blob_rows(store: StateStore, head: Any) -> bytes:
+    """The base blob the head names, as stored."""
+    parts = []
+    for n in range(head.rows):
+        row = await wire.get_entity(store.users, PARTITION, f"{head.slot}|{n:05d}")
+        assert row is not None
+        parts.extend(wire.binary_value(row, f"P{i:02d}") or b"" for i in range(10))
+    return b"".join(parts)
+
+
 async def test_a_snapshot_that_cannot_be_sealed_costs_speed_not_correctness(
     world: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
