@@ -13,7 +13,9 @@
       -> only if the pull completed: deletions, then commit (state+events per user, atomically,
          three transactions on the wire at once) and the night index as they commit, while a
          worker thread compresses the users the commit does not write into the next snapshot
-      -> the next snapshot -> coverage row -> run row -> release the lease
+         (on a night with few changes, only those not in the snapshot's base as they are)
+      -> the next snapshot (an overlay on the base, or a new base) -> coverage row -> run row
+      -> release the lease
 
 Nothing is written for users before the whole pull has succeeded, so a pull that fails part way
 (an error, a 5xx storm, the time budget running out, a scope signal that could not be read)
