@@ -157,25 +157,19 @@ class Snapshot:
         profiles: list[Profile],
         columns: list[str],
         entries: dict[str, Remembered],
-        states: bytes | Future[bytes],
-        steady: dict[str, Remembered] | None = None,
-        base_end: int = -1,
+        states: Future[bytes],
+        steady: dict[str, Remembered],
+        base_end: int,
     ) -> None:
         self.profiles, self.columns, self.entries = profiles, columns, entries
-        self.steady = steady if steady is not None else {}  # the entries flagged exactly STEADY
-        self._states = states
-        # states before this offset are the base's; -1: all of them
-        self.base_end = base_end if base_end >= 0 else len(self.states)
+        self.steady = steady  # the entries flagged exactly STEADY
+        self._states: bytes | Future[bytes] = states  # ``_join`` resolves it, or fails it with a SnapshotError
+        self.base_end = base_end  # states before this offset are the base's
 
     @property
     def states(self) -> bytes:
         if isinstance(self._states, Future):
-            try:
-                self._states = self._states.result()
-            except SnapshotError:
-                raise
-            except Exception as exc:  # a bug, not damage: the digest matched
-                raise SnapshotError(f"the snapshot's states could not be read: {type(exc).__name__}: {exc}") from exc
+            self._states = self._states.result()
         return self._states
 
     def state_bytes(self, user_id: str) -> bytes | None:
@@ -324,40 +318,24 @@ class Encoder:
 def decode(*blobs: bytes) -> Snapshot:
     """A snapshot from its blob, or from a base blob and the overlay on it: their users are the
     base's, replaced and added to by the overlay's. An overlay is encoded with the base's profiles
-    and columns, which it may only extend."""
-    indexes, states = [], []
+    and columns, which it may only extend. (``SnapshotStore.load`` does the same, row by row and
+    with the states behind; here all of it at once.)"""
+    inflaters = []
     for blob in blobs:
-        index_z, states_z = _streams(blob)
-        indexes.append(_decompress(index_z))
-        states.append(_decompress(states_z))
-    snapshot, ends = decode_index(indexes, b"".join(states))
-    if ends != list(accumulate(map(len, states))):
-        raise SnapshotError("the snapshot's states do not add up")
+        inflate = _Inflater()
+        inflate.feed(blob)
+        inflate.finish()
+        inflaters.append(inflate)
+    states: Future[bytes] = Future()
+    snapshot, ends = decode_index([inflate.index.result() for inflate in inflaters], states)
+    _join(states, [inflate.states for inflate in inflaters], ends)
+    snapshot.states  # noqa: B018 - states that cannot be read say so now, not later
     return snapshot
 
 
-def _streams(blob: bytes) -> tuple[bytes, bytes]:
-    """A blob's two zlib streams: the index, then the states."""
-    if len(blob) < _LENGTH.size:
-        raise SnapshotError("the snapshot does not decompress: it is cut short")
-    (length,) = _LENGTH.unpack_from(blob)
-    return blob[_LENGTH.size : _LENGTH.size + length], blob[_LENGTH.size + length :]
-
-
-def _decompress(data: bytes) -> bytes:
-    inflate = zlib.decompressobj()
-    try:
-        raw = inflate.decompress(data) + inflate.flush()
-    except zlib.error as exc:
-        raise SnapshotError(f"the snapshot does not decompress: {exc}") from exc
-    if not inflate.eof or inflate.unused_data:
-        raise SnapshotError("the snapshot does not decompress: the stream is cut short or runs on")
-    return raw
-
-
-def decode_index(indexes: Sequence[bytes], states: bytes | Future[bytes]) -> tuple[Snapshot, list[int]]:
+def decode_index(indexes: Sequence[bytes], states: Future[bytes]) -> tuple[Snapshot, list[int]]:
     """A snapshot from its blobs' decompressed indexes (a base, then optionally an overlay) and
-    their states, joined (or a future of them); and where each blob's states end in those."""
+    the future of their states, joined; and where each blob's states end in those."""
     with _gc_paused():  # 100,000 entries built at once, none in a cycle: the cyclic GC has nothing to find
         return _decode(indexes, states)
 
@@ -373,7 +351,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _decode(indexes: Sequence[bytes], states: bytes | Future[bytes]) -> tuple[Snapshot, list[int]]:
+def _decode(indexes: Sequence[bytes], states: Future[bytes]) -> tuple[Snapshot, list[int]]:
     """The snapshot, and where each blob's states end in the joined states."""
     entries: dict[str, Remembered] = {}
     profiles: list[Profile] = []
