@@ -49,7 +49,7 @@ import logging
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import accumulate, compress, repeat, starmap
@@ -740,12 +740,3 @@ def remembered_group(snapshot: Snapshot, entries: Sequence[Remembered]) -> tuple
     starts = map(_OFFSET, entries)
     ends = starmap(add, map(_END, entries))
     return records, b"".join(map(snapshot.states.__getitem__, map(slice, starts, ends)))
-
-
-def carried(snapshot: Snapshot, encoder: Encoder, user_ids: Iterable[str]) -> None:
-    """Copy remembered users into ``encoder`` unchanged (the encoder must use the snapshot's
-    profiles and columns, as ``Encoder(snapshot.profiles, snapshot.columns)`` does)."""
-    states = snapshot.states
-    for user_id in user_ids:
-        e = snapshot.entries[user_id]
-        encoder.add_raw(user_id, e.user_fp, e.report_fp, e.profile, e.flags, states[e.offset : e.offset + e.length])

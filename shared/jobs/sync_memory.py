@@ -29,7 +29,6 @@ from shared.adapters.snapshot import (
     Remembered,
     Snapshot,
     SnapshotError,
-    carried,
     context_key,
     remembered_group,
 )
@@ -42,6 +41,11 @@ from shared.domain.steady import NO_ROW
 log = logging.getLogger(__name__)
 _PROFILE = attrgetter("profile")
 _OFFSET = attrgetter("offset")
+
+
+def _in_overlay(snapshot: Snapshot, entries: list[Remembered]) -> list[bool]:
+    """For each entry, whether it is not the base's (it came from the snapshot's overlay)."""
+    return list(map(ge, map(_OFFSET, entries), repeat(snapshot.base_end)))
 
 
 def context(policy: ScopePolicy | None, trust: GuestTrust | None, fallback: bool) -> str:
@@ -201,12 +205,16 @@ class NextSnapshot:
         self.overlay = False
         if snapshot is None or not same_context:
             return
-        base_end = snapshot.base_end
         users = self.encoder.pending_users + written
-        for _, entries in self.carried_pages:
-            users += sum(map(ge, map(_OFFSET, entries), repeat(base_end)))
-        users += sum(snapshot.entries[user_id].offset >= base_end for user_id in self.carried_ids + self.unseen_ids)
+        users += sum(sum(_in_overlay(snapshot, entries)) for _, entries in self._as_remembered(snapshot))
         self.overlay = users <= self.OVERLAY_SHARE * len(snapshot.entries)
+
+    def _as_remembered(self, snapshot: Snapshot) -> Iterator[tuple[list[str], list[Remembered]]]:
+        """The users remembered as they were, in groups: each page's carried users, then those
+        carried one by one and the unseen deleted ones."""
+        yield from self.carried_pages
+        ids = self.carried_ids + self.unseen_ids
+        yield ids, [snapshot.entries[user_id] for user_id in ids]
 
     def seal_unwritten(self) -> None:
         """Copy in the carried users and compress everyone so far: all but the users the commit
@@ -214,15 +222,11 @@ class NextSnapshot:
         during the commit, which touches nothing of this."""
         snapshot = self.memory.snapshot
         if snapshot is not None:
-            for user_ids, entries in self.carried_pages:  # each page's carried users as one group
+            for user_ids, entries in self._as_remembered(snapshot):
                 if self.overlay:
-                    beyond = list(map(ge, map(_OFFSET, entries), repeat(snapshot.base_end)))
+                    beyond = _in_overlay(snapshot, entries)
                     user_ids, entries = list(compress(user_ids, beyond)), list(compress(entries, beyond))
                 self.encoder.add_group(user_ids, *remembered_group(snapshot, entries))
-            ids = self.carried_ids + self.unseen_ids
-            if self.overlay:
-                ids = [user_id for user_id in ids if snapshot.entries[user_id].offset >= snapshot.base_end]
-            carried(snapshot, self.encoder, ids)
         self.encoder.seal()
 
     def blob(self, written: Iterable[StoredUser], etags: dict[str, str | None]) -> bytes | None:

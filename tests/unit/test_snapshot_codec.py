@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.adapters.snapshot import DELETED, STEADY, Encoder, SnapshotError, carried, context_key, decode
+from shared.adapters.snapshot import DELETED, STEADY, Encoder, SnapshotError, context_key, decode, remembered_group
 from shared.domain.census import profile_of
 from shared.domain.normalize import person_from_graph
 from shared.domain.records import StoredUser
@@ -73,7 +73,8 @@ def test_carried_users_keep_their_bytes_and_new_columns_extend_old_states() -> N
         first.add(u, b"u" * 8, b"r" * 8, steady=True)
     old = decode(first.blob())
     second = Encoder(old.profiles, old.columns)
-    carried(old, second, [u.record.id for u in users[:100]])
+    ids = [u.record.id for u in users[:100]]
+    second.add_group(ids, *remembered_group(old, [old.entries[i] for i in ids]))
     for u in users[100:]:
         second.add(u, b"v" * 8, b"s" * 8, steady=False)
     again = decode(second.blob())
